@@ -1,0 +1,1 @@
+"""Dagster assets: ingestion, reference data, statistics, publication, synthetic generator."""

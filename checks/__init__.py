@@ -1,0 +1,1 @@
+"""Data quality checks run on the marts before publishing."""

@@ -1,0 +1,1 @@
+"""Dagster orchestration for the Core20PLUS5 evaluation pipeline."""

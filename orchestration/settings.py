@@ -1,0 +1,126 @@
+"""The C20P5_* environment, read in one place (SPEC §12)."""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
+SHIPPED_REFERENCE_DIR = PROJECT_ROOT / "assets" / "reference_files"
+SHIPPED_SITES_FILE = PROJECT_ROOT / "sites.yaml"
+
+SITE_CODE_RE = re.compile(r"^[a-z0-9_]{2,32}$")
+PROGRAMMES = {"core20plus_connectors", "complete_care_communities"}
+PLUS_GROUPS = {
+    "homeless", "learning_disability", "autism", "gypsy_roma_traveller", "justice_contact",
+    "carer", "asylum_refugee", "looked_after_child", "coastal", "ethnic_minority",
+}
+
+
+class SettingsError(ValueError):
+    """A setting or the site registry is invalid."""
+
+
+@dataclass(frozen=True)
+class Site:
+    site_code: str
+    site_name: str
+    programme: str
+    geography_kind: str  # icb | pcns | practices
+    geography_codes: tuple[str, ...]
+    plus_groups: tuple[str, ...]
+    local_priorities: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Settings:
+    landing_dir: Path
+    warehouse_url: str
+    work_dir: Path
+    imd_vintage: str
+    sites_file: Path
+    alert_webhook: str | None = None
+    sites: tuple[Site, ...] = field(default=())
+
+    @property
+    def build_db_path(self) -> Path:
+        """The private build database: nothing outside the pipeline opens it."""
+        return self.work_dir / "build.duckdb"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.work_dir / "quarantine"
+
+    @property
+    def warehouse_is_postgres(self) -> bool:
+        return self.warehouse_url.startswith(("postgresql://", "postgres://"))
+
+    def site(self, site_code: str) -> Site | None:
+        return next((s for s in self.sites if s.site_code == site_code), None)
+
+
+def _abs(path: str) -> Path:
+    return Path(path).expanduser().resolve()
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    """Read every C20P5_* variable; relative paths resolve against the current directory."""
+    env = dict(os.environ if env is None else env)
+    vintage = env.get("C20P5_IMD_VINTAGE", "2025")
+    if vintage not in {"2025", "2019"}:
+        raise SettingsError(f"C20P5_IMD_VINTAGE must be 2025 or 2019, not {vintage!r}")
+    warehouse = env.get("C20P5_WAREHOUSE_URL", "data/warehouse/evaluation.duckdb")
+    if not warehouse.startswith(("postgresql://", "postgres://")):
+        warehouse = str(_abs(warehouse))
+    sites_file = _abs(env.get("C20P5_SITES_FILE", str(SHIPPED_SITES_FILE)))
+    return Settings(
+        landing_dir=_abs(env.get("C20P5_LANDING_DIR", "data/landing")),
+        warehouse_url=warehouse,
+        work_dir=_abs(env.get("C20P5_WORK_DIR", "data/work")),
+        imd_vintage=vintage,
+        sites_file=sites_file,
+        alert_webhook=env.get("C20P5_ALERT_WEBHOOK") or None,
+        sites=load_sites(sites_file),
+    )
+
+
+def load_sites(path: Path) -> tuple[Site, ...]:
+    """Parse and validate the site registry (SPEC §2); errors name the site and field."""
+    if not path.exists():
+        raise SettingsError(f"site registry {path} not found")
+    doc = yaml.safe_load(path.read_text()) or {}
+    sites = tuple(_parse_site(i, raw, path) for i, raw in enumerate(doc.get("sites") or []))
+    codes = [s.site_code for s in sites]
+    if len(set(codes)) != len(codes):
+        raise SettingsError(f"{path}: duplicate site_code in {codes}")
+    return sites
+
+
+def _parse_site(index: int, raw: dict, path: Path) -> Site:
+    where = f"{path}: sites[{index}]"
+    code = str(raw.get("site_code", ""))
+    if not SITE_CODE_RE.match(code):
+        raise SettingsError(f"{where}: site_code {code!r} must match ^[a-z0-9_]{{2,32}}$")
+    if raw.get("programme") not in PROGRAMMES:
+        raise SettingsError(f"{where} ({code}): programme must be one of {sorted(PROGRAMMES)}")
+    geography = raw.get("geography") or {}
+    if len(geography) != 1 or next(iter(geography)) not in {"icb", "pcns", "practices"}:
+        raise SettingsError(f"{where} ({code}): geography must be one of icb, pcns, practices")
+    kind, codes = next(iter(geography.items()))
+    codes = (codes,) if isinstance(codes, str) else tuple(codes)
+    unknown = set(raw.get("plus_groups") or []) - PLUS_GROUPS
+    if unknown:
+        raise SettingsError(f"{where} ({code}): unknown plus_groups {sorted(unknown)}")
+    return Site(
+        site_code=code,
+        site_name=str(raw.get("site_name", code)),
+        programme=raw["programme"],
+        geography_kind=kind,
+        geography_codes=tuple(str(c) for c in codes),
+        plus_groups=tuple(raw.get("plus_groups") or []),
+        local_priorities=tuple(raw.get("local_priorities") or []),
+    )
