@@ -140,11 +140,11 @@ def _persons(con: duckdb.DuckDBPyConnection, site: Site, n: int, periods: tuple[
     age_days = _ages_in_days(n, rng)
     birth = [last - timedelta(days=int(d)) for d in age_days]
     first_window = add_months(periods[0], -24)
-    reg_start = [last - timedelta(days=int(d)) for d in rng.integers(0, 365 * 25, n)]
-    left = rng.random(n) < 0.03
-    reg_end = [first_window + timedelta(days=int(rng.integers(1, (last - first_window).days))) if l else None for l in left]
-    died = rng.random(n) < 0.015
-    death = [first_window + timedelta(days=int(rng.integers(1, (last - first_window).days))) if d else None for d in died]
+    # Registration starts between birth and the last period; leaving and dying happen after both.
+    reg_start = [b + timedelta(days=int(rng.integers(0, max(1, (last - b).days)))) for b in birth]
+    left, died = rng.random(n) < 0.03, rng.random(n) < 0.015
+    reg_end = [_between(max(r, first_window), last, rng) if l else None for r, l in zip(reg_start, left)]
+    death = [_between(max(b, first_window), last, rng) if d else None for b, d in zip(birth, died)]
     token = hashlib.sha256(f"{site.site_code}".encode()).hexdigest()[:6]
     return pl.DataFrame({
         "person_id": [f"P{token}{i:08d}" for i in range(n)],
@@ -161,6 +161,11 @@ def _persons(con: duckdb.DuckDBPyConnection, site: Site, n: int, periods: tuple[
         "date_of_death": death,
     }, schema_overrides={"imd_quintile": pl.Int64, "lsoa21_code": pl.Utf8, "registration_end": pl.Date,
                          "date_of_death": pl.Date})
+
+
+def _between(start: date, end: date, rng: np.random.Generator) -> date:
+    """A day strictly after `start` and no later than `end`."""
+    return start + timedelta(days=int(rng.integers(1, max(2, (end - start).days + 1))))
 
 
 def _pick_lsoas(pools: pl.DataFrame, practice: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -263,7 +268,7 @@ def _snapshot(persons: pl.DataFrame, events: pl.DataFrame, period_end: date) -> 
     24-month window, which the pipeline must exclude) and their records in the window."""
     window_start = add_months(period_end, -24)
     in_scope = persons.filter(
-        (pl.col("registration_start") <= period_end)
+        (pl.col("birth_date") <= period_end) & (pl.col("registration_start") <= period_end)
         & (pl.col("registration_end").is_null() | (pl.col("registration_end") > window_start))
         & (pl.col("date_of_death").is_null() | (pl.col("date_of_death") > window_start))
     )

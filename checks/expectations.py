@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -84,14 +85,16 @@ class FailedExpectation:
     columns: tuple[str, ...]  # column, (column_A, column_B) or column_list
     severity: str  # ERROR or WARNING
     unexpected_count: int | None
-    unexpected_values: tuple[str, ...]  # repr() of up to MAX_UNEXPECTED values
+    unexpected_values: tuple[str, ...]  # up to MAX_UNEXPECTED samples, or missing columns
     exception: str | None = None  # set when GX could not evaluate (e.g. missing column)
 
     def __str__(self) -> str:
         cols = ",".join(self.columns) or "-"
         text = f"[{self.severity}] {self.mart}: {self.expectation_type}({cols})"
         if self.unexpected_count:
-            text += f" {self.unexpected_count} unexpected, e.g. {', '.join(self.unexpected_values)}"
+            text += f" {self.unexpected_count} unexpected"
+        if self.unexpected_values:
+            text += f" e.g. {'; '.join(self.unexpected_values)}"
         if self.exception:
             text += f" raised: {self.exception}"
         return text
@@ -175,6 +178,11 @@ def _ci_brackets(point: str, lower: str, upper: str) -> list[Expectation]:
 
 def suite_for_indicator_values() -> gx.ExpectationSuite:
     """Expectations for fct_indicator_values (one row per site/period/indicator/cell)."""
+    with _quiet_gx():
+        return _indicator_values_suite()
+
+
+def _indicator_values_suite() -> gx.ExpectationSuite:
     from great_expectations.expectations.row_conditions import Column
 
     # GX >= 1.9 wants Condition objects; string row_condition + condition_parser
@@ -209,6 +217,11 @@ def suite_for_indicator_values() -> gx.ExpectationSuite:
 
 def suite_for_inequality_summary() -> gx.ExpectationSuite:
     """Expectations for fct_inequality_summary (numeric columns may all be null)."""
+    with _quiet_gx():
+        return _inequality_summary_suite()
+
+
+def _inequality_summary_suite() -> gx.ExpectationSuite:
     return _suite(SUITE_NAMES[INEQUALITY_SUMMARY], [
         _expect("ExpectTableRowCountToBeBetween", WARNING,
                 "A site with indicator values should also have a summary.", min_value=1),
@@ -235,13 +248,16 @@ _SUITE_BUILDERS = {
 
 
 @contextlib.contextmanager
-def _quiet_gx_logging() -> Iterator[None]:
-    """Hide GX INFO chatter even when the pipeline logs at INFO; restore afterwards."""
+def _quiet_gx() -> Iterator[None]:
+    """Hide GX's INFO chatter (even if the pipeline logs at INFO) and the
+    DeprecationWarnings its own import raises (sre_constants); restore afterwards."""
     gx_logger = logging.getLogger("great_expectations")
     previous = gx_logger.level
     gx_logger.setLevel(logging.WARNING)
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module="great_expectations")
+            yield
     finally:
         gx_logger.setLevel(previous)
 
@@ -311,19 +327,49 @@ def _columns(kwargs: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(str(c) for c in kwargs.get("column_list") or ())
 
 
+def _show(value: Any) -> str:
+    """Compact text for an unexpected value: numpy scalars as Python, rows as tuples."""
+    if isinstance(value, dict):
+        value = tuple(value.values())  # compound-unique samples are {column: value}
+    if isinstance(value, (tuple, list)):
+        return "(" + ", ".join(_show(v) for v in value) + ")"
+    value = value.item() if hasattr(value, "item") else value  # np.int64(3) -> 3
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _unexpected_sample(details: Mapping[str, Any]) -> tuple[str, ...]:
+    # expect_table_columns_to_match_set reports missing columns under details.mismatched.
+    missing = ((details.get("details") or {}).get("mismatched") or {}).get("missing")
+    if missing:
+        return tuple(f"missing {c}" for c in missing)
+    sample = details.get("partial_unexpected_list")
+    if sample:
+        return tuple(_show(v) for v in sample[:MAX_UNEXPECTED])
+    if "observed_value" in details:  # table-level expectations, e.g. row count
+        return (f"observed {_show(details['observed_value'])}",)
+    return ()
+
+
+def _exception_message(info: Mapping[str, Any] | None) -> str | None:
+    """exception_info is either flat or keyed by metric id (metric errors, e.g. no such column)."""
+    candidates = [info or {}] + [v for v in (info or {}).values() if isinstance(v, dict)]
+    for candidate in candidates:
+        if candidate.get("raised_exception"):
+            return str(candidate.get("exception_message"))
+    return None
+
+
 def _failure(mart: str, result: ExpectationValidationResult) -> FailedExpectation:
     config = result.expectation_config
     details = result.result or {}
-    info = result.exception_info or {}
-    sample = details.get("partial_unexpected_list") or []
     return FailedExpectation(
         mart=mart,
         expectation_type=config.type,
         columns=_columns(config.kwargs),
         severity=(config.meta or {}).get("severity", ERROR),
         unexpected_count=details.get("unexpected_count"),
-        unexpected_values=tuple(repr(v) for v in sample[:MAX_UNEXPECTED]),
-        exception=info.get("exception_message") if info.get("raised_exception") else None,
+        unexpected_values=_unexpected_sample(details),
+        exception=_exception_message(result.exception_info),
     )
 
 
@@ -365,7 +411,7 @@ def validate_site_frames(
     _check_marts(frames)
     slices = {mart: _split_by_site(frame) for mart, frame in frames.items()}
     sites = sorted(set().union(*slices.values())) if slices else []
-    with _quiet_gx_logging():
+    with _quiet_gx():
         context = _context(docs_dir)
         definitions = _validation_definitions(context, list(frames))
         run_time = datetime.now(timezone.utc)  # one timestamp groups this call in Data Docs

@@ -1,0 +1,243 @@
+"""Ingestion assets: manifest and checksum first, one asset per file kind, pandera as blocking checks.
+
+landed_submissions -> raw_<kind> (x6, staged as text) -> [pandera check per kind] -> staged_extracts
+A submission with any error is quarantined untouched; the others move on to `raw.<kind>`.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+
+from assets.reference import load_reference, reference_fingerprint
+from assets.submissions import (Submission, check_header, create_pending_table, discover, load_pending,
+                                quarantine, validate_pending, verify_manifest)
+from checks.issues import ERROR, Issue, record_issues
+from checks.rules import run_rules, volume_anomalies
+from checks.schemas import FILE_COLUMNS, FILE_KINDS
+from orchestration.resources import PipelineResource
+
+GROUP = "ingest"
+
+
+def _ensure_audit(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("""create table if not exists audit.submissions (submission_id varchar primary key,
+        site_code varchar, period varchar, period_end varchar, manifest_sha varchar, folder varchar,
+        status varchar, run_id varchar, reason varchar, quarantine_path varchar,
+        received_at timestamp default current_timestamp, decided_at timestamp)""")
+    record_issues(con, "", "", [])  # creates audit.issues
+
+
+@dataclass(frozen=True)
+class Pending:
+    submission: Submission
+
+    @staticmethod
+    def of_run(con: duckdb.DuckDBPyConnection, run_id: str) -> list[Submission]:
+        rows = con.execute("""select site_code, period, folder, manifest_sha from audit.submissions
+                              where status = 'pending' and run_id = ? order by 1, 2""", [run_id]).fetchall()
+        return [Submission(s, p, Path(f), sha) for s, p, f, sha in rows]
+
+
+@dg.asset(group_name=GROUP, description="Reference data (deprivation, lookups, practices, populations, "
+          "police.uk crimes, site registry) loaded into schema `ref` of the build database.")
+def reference_data(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+    settings = pipeline.settings()
+    fingerprint = reference_fingerprint(settings)
+    with pipeline.build_db() as con:
+        con.execute("create table if not exists audit.reference (fingerprint varchar, loaded_at timestamp)")
+        current = con.execute("select max(fingerprint) from audit.reference").fetchone()[0]
+        if current == fingerprint:
+            context.log.info("reference data unchanged; kept")
+            return dg.MaterializeResult(metadata={"reloaded": False, "imd_vintage": settings.imd_vintage})
+        counts = load_reference(con, settings)
+        con.execute("delete from audit.reference")
+        con.execute("insert into audit.reference values (?, current_timestamp)", [fingerprint])
+    return dg.MaterializeResult(metadata={"reloaded": True, "imd_vintage": settings.imd_vintage,
+                                          "rows": dg.MetadataValue.json(counts)})
+
+
+@dg.asset(group_name=GROUP, deps=[reference_data],
+          description="Complete submissions found in the landing zone whose manifest, row counts and "
+                      "checksums verify; the others are quarantined before any parsing.")
+def landed_submissions(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+    settings = pipeline.settings()
+    run_id = context.run.run_id
+    accepted, skipped, rejected = [], [], []
+    with pipeline.build_db() as con:
+        _ensure_audit(con)
+        for sub in discover(settings.landing_dir):
+            if _already_loaded(con, sub):
+                skipped.append(sub.submission_id)
+                continue
+            issues = verify_manifest(sub, settings)
+            if any(i.severity == ERROR for i in issues):
+                rejected.append(_reject(con, sub, issues, settings, run_id, "manifest"))
+                continue
+            con.execute("delete from audit.submissions where submission_id = ?", [sub.submission_id])
+            con.execute("""insert into audit.submissions (submission_id, site_code, period, period_end, manifest_sha,
+                folder, status, run_id) values (?, ?, ?, ?, ?, ?, 'pending', ?)""",
+                        [sub.submission_id, sub.site_code, sub.period, sub.period_end, sub.manifest_sha,
+                         str(sub.folder), run_id])
+            accepted.append(sub.submission_id)
+    context.log.info(f"{len(accepted)} new submission(s), {len(skipped)} already loaded, {len(rejected)} rejected")
+    return dg.MaterializeResult(metadata={
+        "new": dg.MetadataValue.json(accepted), "already_loaded_skipped": dg.MetadataValue.json(skipped),
+        "rejected": dg.MetadataValue.json(rejected)})
+
+
+def _already_loaded(con: duckdb.DuckDBPyConnection, sub: Submission) -> bool:
+    """An identical re-delivery (same manifest bytes) of a loaded submission is skipped."""
+    return con.execute("select count(*) from audit.submissions where submission_id = ? and status = 'loaded'",
+                       [sub.submission_id]).fetchone()[0] > 0
+
+
+def _reject(con: duckdb.DuckDBPyConnection, sub: Submission, issues: list[Issue], settings, run_id: str,
+            stage: str) -> dict:
+    record_issues(con, run_id, stage, issues)
+    errors = [i for i in issues if i.severity == ERROR]
+    reason = "; ".join(i.describe() for i in errors[:3]) + (f" (+{len(errors) - 3} more)" if len(errors) > 3 else "")
+    target = quarantine(sub, issues, settings)
+    con.execute("delete from audit.submissions where submission_id = ?", [sub.submission_id])
+    con.execute("""insert into audit.submissions (submission_id, site_code, period, period_end, manifest_sha, folder,
+        status, run_id, reason, quarantine_path, decided_at) values (?, ?, ?, ?, ?, ?, 'rejected', ?, ?, ?, now())""",
+                [sub.submission_id, sub.site_code, sub.period, sub.period_end, sub.manifest_sha, str(sub.folder),
+                 run_id, reason, str(target)])
+    for kind in FILE_KINDS:
+        create_pending_table(con, kind)
+        con.execute(f"delete from pending.{kind} where submission_id = ?", [sub.submission_id])
+    return {"submission": sub.submission_id, "reason": reason, "quarantine": str(target)}
+
+
+def _raw_asset(kind: str) -> dg.AssetsDefinition:
+    @dg.asset(name=f"raw_{kind}", group_name=GROUP, deps=[landed_submissions],
+              description=f"`{kind}` files of this run's verified submissions, staged as text with line numbers "
+                          f"(columns: {', '.join(FILE_COLUMNS[kind])}).")
+    def _asset(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+        loaded: dict[str, int] = {}
+        with pipeline.build_db() as con:
+            _ensure_audit(con)
+            for sub in Pending.of_run(con, context.run.run_id):
+                issues = check_header(sub, kind)
+                if not issues:
+                    issues = load_pending(con, sub, kind)
+                record_issues(con, context.run.run_id, f"load_{kind}", issues)
+                loaded[sub.submission_id] = con.execute(
+                    f"select count(*) from pending.{kind} where submission_id = ?", [sub.submission_id]).fetchone()[0]
+        return dg.MaterializeResult(metadata={"rows_by_submission": dg.MetadataValue.json(loaded)})
+    return _asset
+
+
+def _schema_check(kind: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=f"raw_{kind}", name=f"{kind}_schema", blocking=True,
+                    description=f"pandera schema of `{kind}` (checks/schemas.py), lazily: every failing value "
+                                "with its file, line and column. A failing submission is withheld and quarantined "
+                                "(WARN here, so the other sites go on); a check that cannot run is an ERROR.")
+    def _check(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource) -> dg.AssetCheckResult:
+        report: list[dict] = []
+        with pipeline.build_db() as con:
+            for sub in Pending.of_run(con, context.run.run_id):
+                if _has_errors(con, context.run.run_id, sub, f"load_{kind}"):
+                    continue  # unreadable file: already reported by the load
+                issues = validate_pending(con, sub, kind)
+                record_issues(con, context.run.run_id, f"schema_{kind}", issues)
+                report += [i.as_dict() for i in issues]
+        return dg.AssetCheckResult(
+            passed=not report, severity=dg.AssetCheckSeverity.WARN,
+            metadata={"failures": len(report), "report": dg.MetadataValue.json(report[:500]),
+                      "summary": dg.MetadataValue.md(_markdown(report))})
+    return _check
+
+
+def _has_errors(con: duckdb.DuckDBPyConnection, run_id: str, sub: Submission, stage: str | None = None) -> bool:
+    sql = "select count(*) from audit.issues where run_id = ? and site_code = ? and period_end = ? and severity = 'error'"
+    params = [run_id, sub.site_code, sub.period_end]
+    if stage:
+        sql += " and stage = ?"
+        params.append(stage)
+    return con.execute(sql, params).fetchone()[0] > 0
+
+
+def _markdown(report: list[dict]) -> str:
+    if not report:
+        return "All staged files conform."
+    lines = ["| site | period | where | problem |", "|---|---|---|---|"]
+    lines += [f"| {r['site_code']} | {r['period_end']} | {r['where']} | {r['message']} |" for r in report[:50]]
+    return "\n".join(lines)
+
+
+RAW_ASSETS = [_raw_asset(k) for k in FILE_KINDS]
+SCHEMA_CHECKS = [_schema_check(k) for k in FILE_KINDS]
+
+
+@dg.asset(group_name=GROUP, deps=RAW_ASSETS,
+          description="Accepted submissions promoted to `raw.<kind>` (one snapshot per site and period; a "
+                      "corrected re-delivery replaces the earlier one). Rejected ones are quarantined.")
+def staged_extracts(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+    settings = pipeline.settings()
+    run_id = context.run.run_id
+    accepted, rejected = [], []
+    with pipeline.build_db() as con:
+        _ensure_audit(con)
+        _ensure_raw_tables(con)
+        for sub in Pending.of_run(con, run_id):
+            names = {k: sub.data_file(k).name for k in FILE_KINDS if sub.data_file(k)}
+            if not _has_errors(con, run_id, sub):
+                issues = run_rules(con, sub.submission_id, sub.site_code, sub.period_end, names)
+                issues += volume_anomalies(con, sub.submission_id, sub.site_code, sub.period_end, names)
+                record_issues(con, run_id, "rules", issues)
+            if _has_errors(con, run_id, sub):
+                rejected.append(_reject(con, sub, _issues_of(con, run_id, sub), settings, run_id, "decision"))
+                continue
+            _promote(con, sub)
+            accepted.append(sub.submission_id)
+        loaded = con.execute("""select site_code, period_end from audit.submissions where status = 'loaded'
+                                order by 1, 2""").fetchall()
+    context.log.info(f"accepted {accepted}; rejected {[r['submission'] for r in rejected]}")
+    return dg.MaterializeResult(metadata={
+        "accepted": dg.MetadataValue.json(accepted), "rejected": dg.MetadataValue.json(rejected),
+        "site_periods_loaded": len(loaded)})
+
+
+def _issues_of(con: duckdb.DuckDBPyConnection, run_id: str, sub: Submission) -> list[Issue]:
+    rows = con.execute("""select site_code, period_end, file, "row", "column", "check", message, severity
+        from audit.issues where run_id = ? and site_code = ? and period_end = ? order by severity, file, "row" """,
+                       [run_id, sub.site_code, sub.period_end]).fetchall()
+    return [Issue(*r) for r in rows]
+
+
+def _ensure_raw_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """raw.<kind> exists even before the first submission, so dbt always has its sources."""
+    for kind in FILE_KINDS:
+        cols = ", ".join(f'"{c}" varchar' for c in FILE_COLUMNS[kind])
+        con.execute(f"create table if not exists raw.{kind} (site_code varchar, period_end date, "
+                    f"submission_id varchar, {cols})")
+
+
+def _promote(con: duckdb.DuckDBPyConnection, sub: Submission) -> None:
+    """Replace the site-period snapshot in raw.<kind> in one transaction."""
+    con.execute("begin")
+    for kind in FILE_KINDS:
+        cols = ", ".join(f'"{c}"' for c in FILE_COLUMNS[kind])
+        con.execute(f"delete from raw.{kind} where site_code = ? and period_end = ?", [sub.site_code, sub.period_end])
+        con.execute(f"""insert into raw.{kind} select ?, cast(? as date), submission_id, {cols}
+            from pending.{kind} where submission_id = ?""", [sub.site_code, sub.period_end, sub.submission_id])
+        con.execute(f"delete from pending.{kind} where submission_id = ?", [sub.submission_id])
+    con.execute("""update audit.submissions set status = 'superseded'
+                   where site_code = ? and period = ? and status = 'loaded'""", [sub.site_code, sub.period])
+    con.execute("update audit.submissions set status = 'loaded', decided_at = now() where submission_id = ?",
+                [sub.submission_id])
+    con.execute("commit")
+
+
+def submissions_summary(con: duckdb.DuckDBPyConnection) -> list[dict]:
+    """Each submission's status for the CLI and the publication record."""
+    rows = con.execute("""select submission_id, site_code, period_end, status, reason, quarantine_path
+                          from audit.submissions order by site_code, period_end""").fetchall()
+    return [dict(zip(["submission_id", "site_code", "period_end", "status", "reason", "quarantine"], r)) for r in rows]
+
+
+__all__ = ["reference_data", "landed_submissions", "RAW_ASSETS", "SCHEMA_CHECKS", "staged_extracts",
+           "submissions_summary"]

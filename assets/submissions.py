@@ -1,0 +1,280 @@
+"""Site submissions in the landing zone (SPEC §3): discover, verify the manifest, stage, quarantine.
+
+A submission goes landing -> `pending.<kind>` (text, with line numbers) -> validated ->
+`raw.<kind>` (typed, keyed by site and period). Nothing here touches the shared warehouse.
+"""
+from __future__ import annotations
+
+import calendar
+import csv
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import duckdb
+import pandera.polars as pa
+import polars as pl
+
+from checks.issues import ERROR, WARNING, Issue
+from checks.schemas import FILE_COLUMNS, FILE_KINDS, IDENTIFIER_PATTERNS, schema_for
+from orchestration.settings import SITE_CODE_RE, Settings
+
+SPEC_VERSIONS = {"1.0"}
+MAX_FAILURES_REPORTED = 200  # per file; the count of all failures is reported as well
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One monthly submission folder `<landing>/sites/<site_code>/<YYYY-MM>/` with its manifest."""
+    site_code: str
+    period: str
+    folder: Path
+    manifest_sha: str
+
+    @property
+    def submission_id(self) -> str:
+        return f"{self.site_code}/{self.period}/{self.manifest_sha[:12]}"
+
+    @property
+    def period_end(self) -> str:
+        y, m = (int(x) for x in self.period.split("-"))
+        return date(y, m, calendar.monthrange(y, m)[1]).isoformat()
+
+    def manifest(self) -> dict:
+        return json.loads((self.folder / "manifest.json").read_text(encoding="utf-8"))
+
+    def data_file(self, kind: str) -> Path | None:
+        for suffix in (".csv", ".parquet"):
+            if (p := self.folder / f"{kind}{suffix}").exists():
+                return p
+        return None
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def discover(landing_dir: Path) -> list[Submission]:
+    """Every complete submission (manifest present), in site and period order."""
+    root = landing_dir / "sites"
+    if not root.is_dir():
+        return []
+    return [Submission(m.parent.parent.name, m.parent.name, m.parent, sha256_file(m))
+            for m in sorted(root.glob("*/*/manifest.json"))]
+
+
+def _issue(sub: Submission, file: str, message: str, check: str, row: int | None = None,
+           column: str | None = None, severity: str = ERROR) -> Issue:
+    return Issue(sub.site_code, sub.period_end if _is_period(sub.period) else sub.period, file, row, column,
+                 check, message, severity)
+
+
+def _is_period(text: str) -> bool:
+    try:
+        datetime.strptime(text, "%Y-%m")
+        return len(text) == 7
+    except ValueError:
+        return False
+
+
+def verify_manifest(sub: Submission, settings: Settings) -> list[Issue]:
+    """Manifest first: known site, a month-end period matching the folder, and every file present
+    with the row count and checksum the manifest declares. Nothing is parsed until this passes."""
+    try:
+        manifest = sub.manifest()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return [_issue(sub, "manifest.json", f"is not valid JSON: {exc}", "manifest_json")]
+    problems = _manifest_fields(sub, manifest, settings)
+    if problems:
+        return problems
+    files = manifest.get("files") or {}
+    out: list[Issue] = []
+    for kind in FILE_KINDS:
+        out += _verify_file(sub, kind, files)
+    return out
+
+
+def _manifest_fields(sub: Submission, manifest: dict, settings: Settings) -> list[Issue]:
+    m = "manifest.json"
+    site = manifest.get("site_code")
+    if not SITE_CODE_RE.match(str(site)) or settings.site(str(site)) is None:
+        return [_issue(sub, m, f"site_code {site!r} is not a site in the registry ({settings.sites_file.name})",
+                       "unknown_site", column="site_code")]
+    if site != sub.site_code:
+        return [_issue(sub, m, f"site_code {site!r} does not match the folder sites/{sub.site_code}/",
+                       "site_folder_mismatch", column="site_code")]
+    if manifest.get("spec_version") not in SPEC_VERSIONS:
+        return [_issue(sub, m, f"spec_version {manifest.get('spec_version')!r} is not supported "
+                               f"(expected one of {sorted(SPEC_VERSIONS)})", "spec_version", column="spec_version")]
+    period_end = str(manifest.get("period_end"))
+    if not _is_period(sub.period) or period_end != sub.period_end:
+        return [_issue(sub, m, f"period_end {period_end!r} must be the last day of the month of the folder "
+                               f"{sub.period} (expected {sub.period_end if _is_period(sub.period) else 'a YYYY-MM folder'})",
+                       "period_end", column="period_end")]
+    return []
+
+
+def _verify_file(sub: Submission, kind: str, files: dict) -> list[Issue]:
+    path = sub.data_file(kind)
+    name = path.name if path else f"{kind}.csv"
+    entry = files.get(name) or files.get(f"{kind}.csv") or files.get(f"{kind}.parquet")
+    if path is None:
+        return [_issue(sub, name, "is missing from the submission folder", "missing_file")]
+    if entry is None:
+        return [_issue(sub, "manifest.json", f"does not list {name}", "manifest_files", column="files")]
+    if sha256_file(path) != entry.get("sha256"):
+        return [_issue(sub, name, "checksum does not match the manifest's sha256: the file changed or was "
+                                  "truncated after the manifest was written", "checksum")]
+    rows = count_rows(path)
+    if rows != entry.get("rows"):
+        return [_issue(sub, name, f"has {rows} data rows but the manifest says {entry.get('rows')}", "row_count")]
+    return []
+
+
+def count_rows(path: Path) -> int:
+    """Data rows (header excluded): parquet metadata, or newline count for CSV."""
+    if path.suffix == ".parquet":
+        return pl.scan_parquet(path).select(pl.len()).collect().item()
+    lines, last = 0, b"\n"
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    lines += last != b"\n"
+    return max(lines - 1, 0)
+
+
+def check_header(sub: Submission, kind: str) -> list[Issue]:
+    """Exact column set, UTF-8 without a byte-order mark, comma-delimited; identifier-like columns refused."""
+    path = sub.data_file(kind)
+    assert path is not None
+    if path.suffix == ".parquet":
+        header = list(pl.read_parquet_schema(path))
+    else:
+        with path.open("rb") as f:
+            first = f.readline()
+        if first.startswith(b"\xef\xbb\xbf"):
+            return [_issue(sub, path.name, "starts with a UTF-8 byte-order mark: save it as plain UTF-8 (no BOM)",
+                           "byte_order_mark", row=1)]
+        try:
+            header = next(csv.reader([first.decode("utf-8").rstrip("\r\n")]), [])
+        except UnicodeDecodeError:
+            return [_issue(sub, path.name, "header is not UTF-8 text", "encoding", row=1)]
+    return _header_issues(sub, path.name, kind, header)
+
+
+def _header_issues(sub: Submission, file: str, kind: str, header: list[str]) -> list[Issue]:
+    expected = FILE_COLUMNS[kind]
+    out = []
+    for col in header:
+        if any(p in col.lower() for p in IDENTIFIER_PATTERNS):
+            out.append(_issue(sub, file, f"column {col!r} looks like a personal identifier: submissions must be "
+                                         "pseudonymised (no NHS numbers, names, dates of birth or postcodes)",
+                              "identifier_column", row=1, column=col))
+    missing = [c for c in expected if c not in header]
+    extra = [c for c in header if c not in expected and not any(i.column == c for i in out)]
+    if len(header) == 1 and len(expected) > 1 and (";" in header[0] or "\t" in header[0] or "|" in header[0]):
+        return out + [_issue(sub, file, "is not comma-separated (found one column containing ';', tab or '|'); "
+                                        "use commas between columns", "delimiter", row=1)]
+    if missing:
+        out.append(_issue(sub, file, f"is missing column(s) {', '.join(missing)}; expected exactly "
+                                     f"{', '.join(expected)}", "missing_column", row=1, column=missing[0]))
+    if extra:
+        out.append(_issue(sub, file, f"has unexpected column(s) {', '.join(extra)}; expected exactly "
+                                     f"{', '.join(expected)}", "unexpected_column", row=1, column=extra[0]))
+    if len(set(header)) != len(header):
+        out.append(_issue(sub, file, "has a repeated column name", "duplicate_column", row=1))
+    return out
+
+
+def create_pending_table(con: duckdb.DuckDBPyConnection, kind: str) -> None:
+    cols = ", ".join(f'"{c}" varchar' for c in FILE_COLUMNS[kind])
+    con.execute("create schema if not exists pending")
+    con.execute(f"create table if not exists pending.{kind} (submission_id varchar, _line bigint, {cols})")
+
+
+def load_pending(con: duckdb.DuckDBPyConnection, sub: Submission, kind: str) -> list[Issue]:
+    """Load one file as text into `pending.<kind>`, line numbers kept for error reports."""
+    path = sub.data_file(kind)
+    assert path is not None
+    create_pending_table(con, kind)
+    con.execute(f"delete from pending.{kind} where submission_id = ?", [sub.submission_id])
+    cols = ", ".join(f'"{c}"' for c in FILE_COLUMNS[kind])
+    casts = ", ".join(f'cast("{c}" as varchar) as "{c}"' for c in FILE_COLUMNS[kind])
+    source = (f"read_parquet('{path}')" if path.suffix == ".parquet" else
+              f"read_csv('{path}', header=true, all_varchar=true, delim=',', quote='\"', escape='\"', "
+              f"strict_mode=true, null_padding=false, encoding='utf-8', auto_detect=false, "
+              f"columns={{{', '.join(repr(c) + ': ' + repr('VARCHAR') for c in _file_header(path))}}})")
+    try:
+        con.execute(f"create or replace temp table _load as select {casts} from {source}")
+    except duckdb.Error as exc:
+        return [_issue(sub, path.name, f"could not be read as CSV: {_first_line(exc)}", "csv_parse",
+                       row=_line_from_error(str(exc)))]
+    # rowid follows file order (DuckDB preserves insertion order), so line = rowid + 2.
+    con.execute(f"insert into pending.{kind} (submission_id, _line, {cols}) "
+                f"select ?, rowid + 2, {cols} from _load", [sub.submission_id])
+    return []
+
+
+def _file_header(path: Path) -> list[str]:
+    with path.open(encoding="utf-8", newline="") as f:
+        return next(csv.reader(f), [])
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0][:300]
+
+
+def _line_from_error(text: str) -> int | None:
+    import re
+    m = re.search(r"[Ll]ine:? (\d+)", text)
+    return int(m.group(1)) if m else None
+
+
+def validate_pending(con: duckdb.DuckDBPyConnection, sub: Submission, kind: str,
+                     batch_rows: int = 1_000_000) -> list[Issue]:
+    """pandera, lazily (every failure, not the first), over the staged text in bounded batches."""
+    file = sub.data_file(kind).name  # type: ignore[union-attr]
+    schema = schema_for(kind, date.fromisoformat(sub.period_end))
+    cols = ", ".join(f'"{c}"' for c in FILE_COLUMNS[kind])
+    reader = con.execute(f"select _line, {cols} from pending.{kind} where submission_id = ? order by _line",
+                         [sub.submission_id]).fetch_record_batch(batch_rows)
+    issues: list[Issue] = []
+    failures = 0
+    for batch in reader:
+        frame = pl.from_arrow(batch)
+        try:
+            schema.validate(frame.drop("_line"), lazy=True)
+        except pa.errors.SchemaErrors as exc:
+            cases = exc.failure_cases
+            failures += cases.height
+            lines = frame["_line"]
+            for case in cases.head(max(0, MAX_FAILURES_REPORTED - len(issues))).iter_rows(named=True):
+                line = None if case["index"] is None else int(lines[int(case["index"])])
+                value = case["failure_case"]
+                issues.append(_issue(sub, file, f"value {value!r} {case['check']}", "schema", row=line,
+                                     column=case["column"]))
+    if failures > len(issues):
+        issues.append(_issue(sub, file, f"{failures} values failed validation in all; the first "
+                                        f"{len(issues)} are listed", "schema_summary"))
+    return issues
+
+
+def quarantine(sub: Submission, issues: list[Issue], settings: Settings, now: datetime | None = None) -> Path:
+    """Move the submission, byte for byte, to the quarantine beside a machine-readable error report."""
+    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%S%fZ")
+    target = settings.quarantine_dir / sub.site_code / f"{sub.period}__{stamp}"
+    target.mkdir(parents=True, exist_ok=False)
+    shutil.move(str(sub.folder), str(target / "submission"))
+    report = {"site_code": sub.site_code, "period": sub.period, "submission_id": sub.submission_id,
+              "quarantined_at": stamp, "errors": [i.as_dict() for i in issues if i.severity == ERROR],
+              "warnings": [i.as_dict() for i in issues if i.severity == WARNING]}
+    (target / "errors.json").write_text(json.dumps(report, indent=2) + "\n")
+    return target

@@ -1,0 +1,13 @@
+-- GP events that belong to a project codelist (SNOMED CT), up to each snapshot's period_end.
+select
+    e.site_code,
+    e.period_end,
+    e.person_id,
+    e.event_date,
+    c.codelist_id,
+    e.code,
+    e.value
+from {{ ref('stg_extract__events') }} as e
+inner join {{ ref('int_codelist_codes') }} as c
+    on c.code = e.code and c.coding_system = 'snomed_ct'
+where e.event_date <= e.period_end

@@ -1,0 +1,62 @@
+-- Numerator and denominator per site, period, indicator and breakdown cell, from unrounded person
+-- counts (disclosure control happens only at publication). Zero cells are kept.
+with persons as (
+    select * from {{ ref('int_indicator_persons') }}
+),
+
+catalogue as (
+    select * from {{ ref('indicators') }}
+),
+
+by_cell as (
+    select i.site_code, i.period_end, i.indicator_id, b.breakdown, b.breakdown_value,
+           sum(i.numerator) as numerator, count(*) as denominator
+    from persons as i
+    inner join {{ ref('int_person_breakdowns') }} as b using (site_code, period_end, person_id)
+    group by all
+),
+
+age_bands as (
+    select indicator_id, band,
+           cast(regexp_extract(band, '^(\d+)', 1) as integer) as lower_age,
+           case when band like '%+' then 200 else cast(regexp_extract(band, '-(\d+)$', 1) as integer) end as upper_age
+    from (select indicator_id, unnest(string_split(age_bands, ';')) as band from catalogue where age_bands is not null)
+),
+
+by_age as (
+    select i.site_code, i.period_end, i.indicator_id, 'age_band' as breakdown,
+           coalesce(a.band, 'other') as breakdown_value,
+           sum(i.numerator) as numerator, count(*) as denominator
+    from persons as i
+    inner join {{ ref('int_registered_population') }} as p using (site_code, period_end, person_id)
+    left join age_bands as a on a.indicator_id = i.indicator_id and p.age between a.lower_age and a.upper_age
+    group by all
+),
+
+grid as (
+    select c.site_code, c.period_end, i.indicator_id, c.breakdown, c.breakdown_value
+    from {{ ref('int_breakdown_cells') }} as c
+    cross join (select distinct indicator_id from persons) as i
+    union all
+    select distinct p.site_code, p.period_end, a.indicator_id, 'age_band', a.band
+    from (select distinct site_code, period_end from persons) as p
+    cross join age_bands as a
+    where a.indicator_id in (select indicator_id from persons)
+),
+
+counts as (
+    select * from by_cell
+    union all
+    select * from by_age
+)
+
+select
+    g.site_code, g.period_end, g.indicator_id, g.breakdown, g.breakdown_value,
+    coalesce(c.numerator, 0) as numerator,
+    coalesce(c.denominator, 0) as denominator
+from grid as g
+left join counts as c using (site_code, period_end, indicator_id, breakdown, breakdown_value)
+union all
+-- cells with people but outside the fixed grid (e.g. an age outside every band) are kept, not dropped
+select c.* from counts as c
+anti join grid as g using (site_code, period_end, indicator_id, breakdown, breakdown_value)

@@ -1,0 +1,72 @@
+"""Inequality statistics per site, period and indicator (SPEC §7) from the unrounded cell counts,
+by the project's one statistics module (assets/statistics.py): Core20 gap and ratio, slope and
+relative index of inequality across IMD quintiles with seeded Monte Carlo CIs, and the Making
+Data Count XmR reading of each site's monthly overall values up to that period.
+"""
+import zlib
+
+import numpy as np
+import pandas as pd
+
+
+def model(dbt, session):
+    dbt.config(materialized="table")
+    from assets import statistics as st
+
+    cells = dbt.ref("int_indicator_statistics").df()
+    catalogue = dbt.ref("indicators").df().set_index("indicator_id")
+    rows = []
+    for (site, period, indicator), group in cells.groupby(["site_code", "period_end", "indicator_id"], sort=True):
+        meta = catalogue.loc[indicator]
+        history = cells[(cells.site_code == site) & (cells.indicator_id == indicator)
+                        & (cells.breakdown == "overall") & (cells.period_end <= period)].sort_values("period_end")
+        rows.append({"site_code": site, "period_end": period, "indicator_id": indicator,
+                     **_gap(st, group, meta), **_sii(st, group, meta, f"{site}|{period}|{indicator}"),
+                     **_spc(st, history["value"].tolist(), meta)})
+    return pd.DataFrame(rows, columns=[
+        "site_code", "period_end", "indicator_id", "core20_value", "not_core20_value", "absolute_gap",
+        "relative_gap", "sii", "sii_lower_ci", "sii_upper_ci", "rii", "rii_lower_ci", "rii_upper_ci",
+        "spc_variation", "spc_assurance"])
+
+
+def _cell(group, breakdown, value):
+    hit = group[(group.breakdown == breakdown) & (group.breakdown_value == value)]["value"]
+    return float(hit.iloc[0]) if len(hit) and pd.notna(hit.iloc[0]) else None
+
+
+def _direction(meta):
+    return meta["direction"] if meta["direction"] in ("higher", "lower") else None
+
+
+def _gap(st, group, meta):
+    core20, rest = _cell(group, "core20", "core20"), _cell(group, "core20", "not_core20")
+    result = st.gaps(core20, rest, _direction(meta) or "higher")
+    return {"core20_value": core20, "not_core20_value": rest,
+            "absolute_gap": result.absolute_gap, "relative_gap": result.relative_gap}
+
+
+def _sii(st, group, meta, key):
+    """SII/RII over quintiles 1..5 (1 = most deprived); null when a quintile is empty or has a zero count."""
+    q = group[(group.breakdown == "imd_quintile") & group.breakdown_value.isin(list("12345"))]
+    q = q.sort_values("breakdown_value")
+    empty = {k: None for k in ("sii", "sii_lower_ci", "sii_upper_ci", "rii", "rii_lower_ci", "rii_upper_ci")}
+    if len(q) < 5 or (q.denominator <= 0).any() or (q.numerator <= 0).any():
+        return empty
+    is_pct = meta["unit"] == "%"
+    if is_pct and (q.numerator >= q.denominator).any():
+        return empty
+    try:
+        r = st.sii_from_counts(q.numerator.to_numpy(float), q.denominator.to_numpy(float), value_type=2 if is_pct else 1,
+                               rate_multiplier=float(meta["multiplier"]), multiplier=100.0 if is_pct else 1.0,
+                               seed=zlib.crc32(key.encode()))
+    except ValueError:
+        return empty
+    return {"sii": r.sii, "sii_lower_ci": r.sii_lower, "sii_upper_ci": r.sii_upper,
+            "rii": r.rii, "rii_lower_ci": r.rii_lower, "rii_upper_ci": r.rii_upper}
+
+
+def _spc(st, values, meta):
+    target = None if pd.isna(meta["target"]) else float(meta["target"])
+    clean = [None if v is None or pd.isna(v) else float(v) for v in values]
+    r = st.xmr(clean, target=target, direction=_direction(meta))
+    return {"spc_variation": r.variation, "spc_assurance": r.assurance}

@@ -1,0 +1,8 @@
+select
+    site_code,
+    period_end,
+    person_id,
+    cast(event_date as date) as event_date,
+    code,
+    cast(value as double) as value
+from {{ source('extract', 'events') }}

@@ -1,0 +1,18 @@
+"""The one Dagster `Definitions` of the project (`dagster dev -w workspace.yaml` loads it)."""
+import dagster as dg
+
+from assets.ingest import RAW_ASSETS, SCHEMA_CHECKS, landed_submissions, reference_data, staged_extracts
+from assets.marts import dbt_models, dbt_resource
+from assets.publish import warehouse_publication
+from checks.asset_checks import great_expectations_marts
+from orchestration.jobs import nightly_job
+from orchestration.resources import PipelineResource
+from orchestration.schedules import nightly_schedule
+
+defs = dg.Definitions(
+    assets=[reference_data, landed_submissions, *RAW_ASSETS, staged_extracts, dbt_models, warehouse_publication],
+    asset_checks=[*SCHEMA_CHECKS, great_expectations_marts],
+    jobs=[nightly_job],
+    schedules=[nightly_schedule],
+    resources={"pipeline": PipelineResource(), "dbt": dbt_resource()},
+)
