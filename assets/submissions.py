@@ -245,7 +245,7 @@ def validate_pending(con: duckdb.DuckDBPyConnection, sub: Submission, kind: str,
     schema = schema_for(kind, date.fromisoformat(sub.period_end))
     cols = ", ".join(f'"{c}"' for c in FILE_COLUMNS[kind])
     reader = con.execute(f"select _line, {cols} from pending.{kind} where submission_id = ? order by _line",
-                         [sub.submission_id]).fetch_record_batch(batch_rows)
+                         [sub.submission_id]).to_arrow_reader(batch_rows)
     issues: list[Issue] = []
     failures = 0
     for batch in reader:
