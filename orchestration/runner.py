@@ -42,9 +42,10 @@ def run_nightly(settings: Settings | None = None) -> RunOutcome:
     """Materialise the nightly job once and report what was published and withheld."""
     from orchestration.definitions import defs
     settings = settings or load_settings()
-    job = defs.get_job_def("nightly_refresh")
+    job = defs.resolve_job_def("nightly_refresh")
     with instance_for(settings) as instance:
-        result = job.execute_in_process(instance=instance, raise_on_error=False)
+        result = job.execute_in_process(instance=instance, raise_on_error=False, run_config={
+            "loggers": {"console": {"config": {"log_level": os.environ.get("C20P5_LOG_LEVEL", "INFO")}}}})
     return _outcome(result, settings)
 
 

@@ -1,0 +1,33 @@
+"""The Dagster definitions load, with every asset, check, job and schedule the UI should show."""
+import dagster as dg
+
+from checks.schemas import FILE_KINDS
+from orchestration.definitions import defs
+
+
+def test_definitions_load_with_the_whole_graph() -> None:
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert {"reference_data", "landed_submissions", "staged_extracts", "warehouse_publication",
+            "marts/fct_indicator_values", "marts/fct_inequality_summary"} <= keys
+    assert {f"raw_{k}" for k in FILE_KINDS} <= keys
+    checks = {k.name for k in graph.asset_check_keys}
+    assert {f"{k}_schema" for k in FILE_KINDS} | {"great_expectations_marts"} <= checks
+    assert any(name.startswith("unique_combination_of_columns_fct_indicator_values") for name in checks)
+
+
+def test_publish_waits_for_every_mart_and_the_blocking_checks() -> None:
+    graph = defs.resolve_asset_graph()
+    parents = {k.to_user_string() for k in graph.get(dg.AssetKey("warehouse_publication")).parent_keys}
+    assert {"marts/fct_indicator_values", "marts/fct_inequality_summary", "marts/dim_indicators",
+            "marts/dim_sites", "staged_extracts"} <= parents
+    from assets.ingest import SCHEMA_CHECKS
+    from checks.asset_checks import great_expectations_marts
+    assert all(spec.blocking for c in [*SCHEMA_CHECKS, great_expectations_marts] for spec in c.check_specs)
+    job = defs.resolve_job_def("nightly_refresh")
+    assert job.executor_def.name == "in_process"
+
+
+def test_nightly_schedule_runs_at_two_in_london() -> None:
+    schedule = defs.resolve_schedule_def("nightly_refresh_0200")
+    assert schedule.cron_schedule == "0 2 * * *" and schedule.execution_timezone == "Europe/London"
