@@ -8,11 +8,13 @@ from checks.asset_checks import great_expectations_marts
 from orchestration.jobs import nightly_job
 from orchestration.resources import PipelineResource
 from orchestration.schedules import nightly_schedule
+from orchestration.sensors import submission_sensor
 
 defs = dg.Definitions(
     assets=[reference_data, landed_submissions, *RAW_ASSETS, staged_extracts, dbt_models, warehouse_publication],
     asset_checks=[*SCHEMA_CHECKS, great_expectations_marts],
     jobs=[nightly_job],
     schedules=[nightly_schedule],
+    sensors=[submission_sensor],
     resources={"pipeline": PipelineResource(), "dbt": dbt_resource()},
 )

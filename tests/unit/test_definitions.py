@@ -31,3 +31,23 @@ def test_publish_waits_for_every_mart_and_the_blocking_checks() -> None:
 def test_nightly_schedule_runs_at_two_in_london() -> None:
     schedule = defs.resolve_schedule_def("nightly_refresh_0200")
     assert schedule.cron_schedule == "0 2 * * *" and schedule.execution_timezone == "Europe/London"
+
+
+def test_submission_sensor_requests_one_run_per_new_submission(isolated_settings) -> None:
+    from datetime import date
+
+    import polars as pl
+
+    from assets.generator import write_submission
+    from checks.schemas import FILE_COLUMNS
+
+    sensor = defs.resolve_sensor_def("submission_sensor")
+    with dg.instance_for_test() as instance:
+        empty = sensor(dg.build_sensor_context(instance=instance))
+        assert not empty.run_requests
+        frames = {k: pl.DataFrame(schema={c: pl.Utf8 for c in cols}) for k, cols in FILE_COLUMNS.items()}
+        write_submission(isolated_settings.landing_dir, "lsc", date(2026, 10, 31), frames)
+        first = sensor(dg.build_sensor_context(instance=instance, cursor=empty.cursor))
+        assert len(first.run_requests) == 1 and "lsc/2026-10" in first.run_requests[0].run_key
+        again = sensor(dg.build_sensor_context(instance=instance, cursor=first.cursor))
+        assert not again.run_requests  # the same submission is not new twice
