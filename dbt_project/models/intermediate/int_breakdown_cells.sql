@@ -22,7 +22,10 @@ core20_ethnicity as (
 ),
 
 site_cells as (
-    select sp.site_code, 'practice' as breakdown, sp.practice_code as breakdown_value
+    select g.site_code, 'plus_group' as breakdown, g.plus_group as breakdown_value
+    from {{ source('reference', 'site_plus_groups') }} as g
+    union all
+    select sp.site_code, 'practice', sp.practice_code
     from {{ source('reference', 'site_practices') }} as sp
     union all
     select distinct sp.site_code, 'pcn', coalesce(sp.pcn_code, 'unknown')

@@ -33,15 +33,26 @@ by_age as (
     group by all
 ),
 
-grid as (
-    select c.site_code, c.period_end, i.indicator_id, c.breakdown, c.breakdown_value
+-- the person-based indicators each site publishes: every all_sites indicator, plus the local
+-- priorities it chose (area-based ones come from their own models)
+site_indicators as (
+    select distinct c.site_code, c.period_end, i.indicator_id
     from {{ ref('int_breakdown_cells') }} as c
-    cross join (select distinct indicator_id from persons) as i
+    cross join catalogue as i
+    where i.source_dataset <> 'police_uk'
+        and (i.scope = 'all_sites' or exists (
+            select 1 from {{ source('reference', 'site_local_priorities') }} as lp
+            where lp.site_code = c.site_code and lp.indicator_id = i.indicator_id))
+),
+
+grid as (
+    select c.site_code, c.period_end, s.indicator_id, c.breakdown, c.breakdown_value
+    from {{ ref('int_breakdown_cells') }} as c
+    inner join site_indicators as s using (site_code, period_end)
     union all
-    select distinct p.site_code, p.period_end, a.indicator_id, 'age_band', a.band
-    from (select distinct site_code, period_end from persons) as p
-    cross join age_bands as a
-    where a.indicator_id in (select indicator_id from persons)
+    select s.site_code, s.period_end, a.indicator_id, 'age_band', a.band
+    from site_indicators as s
+    inner join age_bands as a using (indicator_id)
 ),
 
 counts as (
@@ -60,3 +71,6 @@ union all
 -- cells with people but outside the fixed grid (e.g. an age outside every band) are kept, not dropped
 select c.* from counts as c
 anti join grid as g using (site_code, period_end, indicator_id, breakdown, breakdown_value)
+union all
+select site_code, period_end, indicator_id, breakdown, breakdown_value, numerator, denominator
+from {{ ref('int_ind__knife_crime_rate') }}

@@ -1,10 +1,9 @@
--- Every person-based indicator stacked: one row per indicator and person in its denominator, with the
--- person's numerator contribution (1/0 for proportions, an event count for rates).
+-- Every person-based indicator stacked: one row per indicator and denominator unit (a person; a
+-- cancer registration or maternity booking for those indicators), with its numerator contribution
+-- (1/0 for proportions, an admission count for rates).
 -- Adding an indicator = a catalogue row (seeds/indicators.csv), its int_ind__ model, and a line here.
-{%- set indicators = {
-    'HYP_TREATED_TO_TARGET': 'int_ind__hyp_treated_to_target',
-    'HYP_PREVALENCE': 'int_ind__hyp_prevalence',
-} %}
+-- Area-based indicators (KNIFE_CRIME_RATE) return cell counts directly and join in int_indicator_counts.
+{%- set indicators = person_indicator_models() %}
 {%- for indicator_id, model in indicators.items() %}
 select '{{ indicator_id }}' as indicator_id, site_code, period_end, person_id, numerator
 from {{ ref(model) }}

@@ -16,6 +16,8 @@ select site_code, period_end, person_id, 'sex', sex from p
 union all
 select site_code, period_end, person_id, 'core20_ethnicity', core20 || '|' || ethnic_group from p
 union all
+select site_code, period_end, person_id, 'plus_group', plus_group from {{ ref('int_plus_group_members') }}
+union all
 select site_code, period_end, person_id, 'practice', practice_code from p
 union all
 select site_code, period_end, person_id, 'pcn', coalesce(pcn_code, 'unknown') from p
