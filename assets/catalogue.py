@@ -28,6 +28,8 @@ def _describe(row: dict[str, str]) -> str:
     direction = {"higher": "Higher is better.", "lower": "Lower is better.", "neither": "No better direction."}
     codelists = f" Codelists: {row['codelists'].replace(';', ', ')}." if row["codelists"] else ""
     scope = " Published only for sites that chose it as a local priority." if row["scope"] == "local_priority" else ""
+    if row.get("standardised_from"):
+        scope += f" Age-standardised restatement of {row['standardised_from']} (ESP2013)."
     return (f"**{row['indicator_name']}** ({row['clinical_area'].replace('_', ' ')}; unit {row['unit']}). "
             f"Denominator: {row['denominator_definition']}. Numerator: {row['numerator_definition']}. "
             f"{direction[row['direction']]}{target} Source: {row['source_dataset']}.{codelists}{scope}")

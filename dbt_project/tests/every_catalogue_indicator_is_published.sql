@@ -6,7 +6,7 @@ with modelled (indicator_id) as (
 )
 
 select 'in catalogue without SQL' as problem, indicator_id from {{ ref('dim_indicators') }}
-where indicator_id not in (select indicator_id from modelled)
+where indicator_id not in (select indicator_id from modelled) and standardised_from is null
 union all
 select 'SQL without catalogue row', indicator_id from modelled
 where indicator_id not in (select indicator_id from {{ ref('dim_indicators') }})

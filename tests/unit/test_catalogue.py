@@ -11,7 +11,8 @@ SPEC_INDICATORS = {
 
 def test_catalogue_holds_every_spec_indicator_with_spec_targets() -> None:
     rows = {r["indicator_id"]: r for r in load_catalogue()}
-    assert set(rows) == SPEC_INDICATORS
+    assert set(rows) == SPEC_INDICATORS | {"HYP_PREVALENCE_DSR"}
+    assert rows["HYP_PREVALENCE_DSR"]["standardised_from"] == "HYP_PREVALENCE"
     targets = {k: float(v["target"]) for k, v in rows.items() if v["target"]}
     assert targets == {"HYP_TREATED_TO_TARGET": 80, "SMI_HEALTH_CHECK": 60, "CANCER_EARLY_STAGE": 75}
     assert {r["unit"] for r in rows.values()} == {"%", "per 100,000", "per 1,000"}

@@ -39,7 +39,7 @@ site_indicators as (
     select distinct c.site_code, c.period_end, i.indicator_id
     from {{ ref('int_breakdown_cells') }} as c
     cross join catalogue as i
-    where i.source_dataset <> 'police_uk'
+    where i.source_dataset <> 'police_uk' and i.standardised_from is null
         and (i.scope = 'all_sites' or exists (
             select 1 from {{ source('reference', 'site_local_priorities') }} as lp
             where lp.site_code = c.site_code and lp.indicator_id = i.indicator_id))

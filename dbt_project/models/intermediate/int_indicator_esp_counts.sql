@@ -1,0 +1,26 @@
+-- Counts by European Standard Population 2013 five-year age band (0-4 ... 90+) per cell, for the
+-- catalogue's age-standardised variants (`standardised_from` names the crude indicator they restate).
+with variants as (
+    select indicator_id, standardised_from from {{ ref('indicators') }} where standardised_from is not null
+),
+
+esp as (
+    select age_band_order, age_lower, coalesce(age_upper, 200) as age_upper, esp2013_population
+    from {{ source('reference', 'esp2013') }}
+),
+
+persons as (
+    select v.indicator_id, i.site_code, i.period_end, i.person_id, i.numerator
+    from {{ ref('int_indicator_persons') }} as i
+    inner join variants as v on v.standardised_from = i.indicator_id
+)
+
+select
+    p.site_code, p.period_end, p.indicator_id, b.breakdown, b.breakdown_value,
+    e.age_band_order, e.esp2013_population,
+    sum(p.numerator) as numerator, count(*) as denominator
+from persons as p
+inner join {{ ref('int_person_breakdowns') }} as b using (site_code, period_end, person_id)
+inner join {{ ref('int_registered_population') }} as r using (site_code, period_end, person_id)
+inner join esp as e on r.age between e.age_lower and e.age_upper
+group by all
