@@ -46,9 +46,11 @@ def warehouse_publication(context: dg.AssetExecutionContext, pipeline: PipelineR
 
 
 def write_publication(settings: Settings, pub: Publication) -> int | None:
-    """The one switch between warehouse targets."""
+    """The one switch between warehouse targets. Both run the same gate (checks/disclosure.py) and write
+    the same tables from `pub`; retention comes from C20P5_RETENTION_PUBLICATIONS (assets/warehouse.py)."""
+    from assets.warehouse import publish_postgres  # local so the change stays in this function; may be hoisted
     if settings.warehouse_is_postgres:
-        raise NotImplementedError("the PostgreSQL warehouse target is not built yet; use a DuckDB file path")
+        return publish_postgres(settings.warehouse_url, pub)
     return publish_duckdb(Path(settings.warehouse_url), pub)
 
 
