@@ -56,6 +56,11 @@ class Settings:
         return self.work_dir / "quarantine"
 
     @property
+    def warehouse_label(self) -> str:
+        """The warehouse URL safe to print or log: any password is masked."""
+        return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", self.warehouse_url)
+
+    @property
     def warehouse_is_postgres(self) -> bool:
         return self.warehouse_url.startswith(("postgresql://", "postgres://"))
 

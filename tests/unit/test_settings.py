@@ -33,3 +33,9 @@ def test_registry_errors_name_the_site_and_field(tmp_path: Path, bad: str, messa
     path.write_text(f"sites:\n  - {bad}\n")
     with pytest.raises(SettingsError, match=message):
         load_sites(path)
+
+
+def test_warehouse_password_is_masked_for_logs() -> None:
+    s = load_settings({"C20P5_WAREHOUSE_URL": "postgresql://publisher:s3cret@db.local:5432/evaluation"})
+    assert s.warehouse_label == "postgresql://publisher:***@db.local:5432/evaluation"
+    assert "s3cret" not in s.warehouse_label
