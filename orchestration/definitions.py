@@ -4,6 +4,7 @@ import dagster as dg
 from assets.ingest import RAW_ASSETS, SCHEMA_CHECKS, landed_submissions, reference_data, staged_extracts
 from assets.marts import dbt_models, dbt_resource
 from assets.publish import warehouse_publication
+from assets.reports import evaluation_reports
 from checks.asset_checks import great_expectations_marts
 from orchestration.jobs import nightly_job
 from orchestration.resources import PipelineResource
@@ -11,7 +12,8 @@ from orchestration.schedules import nightly_schedule
 from orchestration.sensors import submission_sensor
 
 defs = dg.Definitions(
-    assets=[reference_data, landed_submissions, *RAW_ASSETS, staged_extracts, dbt_models, warehouse_publication],
+    assets=[reference_data, landed_submissions, *RAW_ASSETS, staged_extracts, dbt_models, warehouse_publication,
+            evaluation_reports],
     asset_checks=[*SCHEMA_CHECKS, great_expectations_marts],
     jobs=[nightly_job],
     schedules=[nightly_schedule],
