@@ -2,6 +2,8 @@
 
 landed_submissions -> raw_<kind> (x6, staged as text) -> [pandera check per kind] -> staged_extracts
 A submission with any error is quarantined untouched; the others move on to `raw.<kind>`.
+Partitioned by site and month (orchestration/partitions.py): a run ingests its partitions'
+submissions only. Every step retries transient I/O and fails at once on anything else.
 """
 
 import json
@@ -11,15 +13,20 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from assets.reference import load_reference, reference_fingerprint
+from assets.reference import REFERENCE_FILES, load_reference, reference_fingerprint
+from orchestration.settings import SHIPPED_REFERENCE_DIR, Settings
 from assets.submissions import (Submission, check_header, create_pending_table, discover, load_pending,
                                 quarantine, validate_pending, verify_manifest)
 from checks.issues import ERROR, Issue, record_issues
 from checks.rules import run_rules, volume_anomalies
 from checks.schemas import FILE_COLUMNS, FILE_KINDS
+from orchestration.partitions import REPORTING, SINGLE_RUN, Scope, is_period, scope_of_run
 from orchestration.resources import PipelineResource
+from orchestration.retries import RETRY_POLICY, data_errors_fail_fast
 
 GROUP = "ingest"
+# Every ingest asset is partitioned by site and month: a run ingests only its partitions' submissions.
+PARTITIONED = {"partitions_def": REPORTING, "backfill_policy": SINGLE_RUN, "retry_policy": RETRY_POLICY}
 
 
 def _ensure_audit(con: duckdb.DuckDBPyConnection) -> None:
@@ -41,9 +48,23 @@ class Pending:
         return [Submission(s, p, Path(f), sha) for s, p, f, sha in rows]
 
 
-@dg.asset(group_name=GROUP, description="Reference data (deprivation, lookups, practices, populations, "
-          "police.uk crimes, site registry) loaded into schema `ref` of the build database.")
+@dg.asset(group_name=GROUP, retry_policy=RETRY_POLICY,
+          description="Reference data (deprivation, lookups, practices, populations, police.uk crimes, site "
+                      "registry) loaded into schema `ref` of the build database. Not partitioned: every site-month "
+                      "uses the same reference data, reloaded only when a file changes.")
 def reference_data(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+    with data_errors_fail_fast("loading reference data"):
+        try:
+            return _load_reference(context, pipeline)
+        except duckdb.Error as exc:
+            problems = reference_problems(pipeline.settings())
+            if not problems:
+                raise
+            raise dg.Failure(description="a reference file in the landing zone cannot be used: "
+                             + "; ".join(p.describe() for p in problems[:10]), allow_retries=False) from exc
+
+
+def _load_reference(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
     settings = pipeline.settings()
     fingerprint = reference_fingerprint(settings)
     with pipeline.build_db() as con:
@@ -59,16 +80,64 @@ def reference_data(context: dg.AssetExecutionContext, pipeline: PipelineResource
                                           "rows": dg.MetadataValue.json(counts)})
 
 
-@dg.asset(group_name=GROUP, deps=[reference_data],
-          description="Complete submissions found in the landing zone whose manifest, row counts and "
-                      "checksums verify; the others are quarantined before any parsing.")
+def reference_problems(settings: Settings) -> list[Issue]:
+    """Where a newer reference file under <landing>/reference/ departs from the shipped one it replaces:
+    a missing column, or a value that is not a number in a column the shipped file has as numbers."""
+    out: list[Issue] = []
+    con = duckdb.connect()
+    try:
+        for name in REFERENCE_FILES.values():
+            override = settings.landing_dir / "reference" / name
+            if override.exists():
+                out += _reference_file_problems(con, override, SHIPPED_REFERENCE_DIR / name)
+    finally:
+        con.close()
+    return out
+
+
+def _reference_file_problems(con: duckdb.DuckDBPyConnection, override: Path, shipped: Path) -> list[Issue]:
+    def issue(row: int, column: str, message: str) -> Issue:
+        return Issue("reference", "", f"reference/{override.name}", row, column, "reference_file", message)
+    expected = con.execute(f"describe select * from read_csv('{shipped}', header=true)").fetchall()
+    con.execute(f"create or replace temp table _ref as select * from read_csv('{override}', header=true, all_varchar=true)")
+    header = [r[0] for r in con.execute("describe _ref").fetchall()]
+    missing = [c for c, *_ in expected if c not in header]
+    if missing:
+        return [issue(1, missing[0], f"is missing column(s) {', '.join(missing)} of the file it replaces")]
+    numeric = [c for c, kind, *_ in expected if kind in ("BIGINT", "INTEGER", "DOUBLE", "SMALLINT", "HUGEINT")]
+    out = []
+    for column in numeric:  # rowid follows file order, so the line is rowid + 2 (header is line 1)
+        bad = con.execute(f"""select rowid + 2, "{column}" from _ref where trim("{column}") <> ''
+                              and try_cast("{column}" as double) is null order by rowid limit 1""").fetchone()
+        if bad:
+            out.append(issue(bad[0], column, f"value {bad[1]!r} is not a number"))
+    return out
+
+
+@dg.asset(group_name=GROUP, deps=[reference_data], **PARTITIONED,
+          description="Complete submissions of this run's site-months whose manifest, row counts and checksums "
+                      "verify; the others are quarantined before any parsing. Submissions of other site-months "
+                      "are left alone (and listed as skipped); an identical re-delivery of a loaded one is skipped.")
 def landed_submissions(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+    with data_errors_fail_fast("checking landed submissions"):
+        return _land(context, pipeline, scope_of_run(context.run, context.instance))
+
+
+def _land(context: dg.AssetExecutionContext, pipeline: PipelineResource, scope: Scope) -> dg.MaterializeResult:
     settings = pipeline.settings()
     run_id = context.run.run_id
-    accepted, skipped, rejected = [], [], []
+    accepted, skipped, rejected, outside, waiting = [], [], [], [], []
     with pipeline.build_db() as con:
         _ensure_audit(con)
         for sub in discover(settings.landing_dir):
+            if _orphan(sub, settings):
+                pass  # unknown site or a malformed folder: any run quarantines it (verify_manifest says why)
+            elif not is_period(sub.period):
+                waiting.append(sub.submission_id)  # a month before FIRST_PERIOD or not started yet
+                continue
+            elif not scope.covers(sub.site_code, sub.period):
+                outside.append(sub.submission_id)
+                continue
             if _already_loaded(con, sub):
                 skipped.append(sub.submission_id)
                 continue
@@ -76,16 +145,36 @@ def landed_submissions(context: dg.AssetExecutionContext, pipeline: PipelineReso
             if any(i.severity == ERROR for i in issues):
                 rejected.append(_reject(con, sub, issues, settings, run_id, "manifest"))
                 continue
-            con.execute("delete from audit.submissions where submission_id = ?", [sub.submission_id])
-            con.execute("""insert into audit.submissions (submission_id, site_code, period, period_end, manifest_sha,
-                folder, status, run_id) values (?, ?, ?, ?, ?, ?, 'pending', ?)""",
-                        [sub.submission_id, sub.site_code, sub.period, sub.period_end, sub.manifest_sha,
-                         str(sub.folder), run_id])
+            _mark_pending(con, sub, run_id)
             accepted.append(sub.submission_id)
-    context.log.info(f"{len(accepted)} new submission(s), {len(skipped)} already loaded, {len(rejected)} rejected")
+    context.log.info(f"partitions {scope.describe()}: {len(accepted)} new submission(s), {len(skipped)} already "
+                     f"loaded (skipped), {len(rejected)} rejected, {len(outside)} outside this run's partitions "
+                     f"(skipped){f', {len(waiting)} not in any reporting month yet: {waiting}' if waiting else ''}")
     return dg.MaterializeResult(metadata={
+        "partitions": scope.describe(),
         "new": dg.MetadataValue.json(accepted), "already_loaded_skipped": dg.MetadataValue.json(skipped),
-        "rejected": dg.MetadataValue.json(rejected)})
+        "rejected": dg.MetadataValue.json(rejected),
+        "outside_partitions_skipped": dg.MetadataValue.json(outside),
+        "not_a_reporting_month": dg.MetadataValue.json(waiting)})
+
+
+def _orphan(sub: Submission, settings: Settings) -> bool:
+    """A folder no partition can ever cover: not a registry site, or not a YYYY-MM month."""
+    if settings.site(sub.site_code) is None:
+        return True
+    try:
+        y, m = sub.period.split("-")
+        return not (len(sub.period) == 7 and 1 <= int(m) <= 12 and len(y) == 4)
+    except ValueError:
+        return True
+
+
+def _mark_pending(con: duckdb.DuckDBPyConnection, sub: Submission, run_id: str) -> None:
+    con.execute("delete from audit.submissions where submission_id = ?", [sub.submission_id])
+    con.execute("""insert into audit.submissions (submission_id, site_code, period, period_end, manifest_sha,
+        folder, status, run_id) values (?, ?, ?, ?, ?, ?, 'pending', ?)""",
+                [sub.submission_id, sub.site_code, sub.period, sub.period_end, sub.manifest_sha,
+                 str(sub.folder), run_id])
 
 
 def _already_loaded(con: duckdb.DuckDBPyConnection, sub: Submission) -> bool:
@@ -94,7 +183,7 @@ def _already_loaded(con: duckdb.DuckDBPyConnection, sub: Submission) -> bool:
                        [sub.submission_id]).fetchone()[0] > 0
 
 
-def _reject(con: duckdb.DuckDBPyConnection, sub: Submission, issues: list[Issue], settings, run_id: str,
+def _reject(con: duckdb.DuckDBPyConnection, sub: Submission, issues: list[Issue], settings: Settings, run_id: str,
             stage: str) -> dict:
     record_issues(con, run_id, stage, issues)
     errors = [i for i in issues if i.severity == ERROR]
@@ -112,43 +201,53 @@ def _reject(con: duckdb.DuckDBPyConnection, sub: Submission, issues: list[Issue]
 
 
 def _raw_asset(kind: str) -> dg.AssetsDefinition:
-    @dg.asset(name=f"raw_{kind}", group_name=GROUP, deps=[landed_submissions],
+    @dg.asset(name=f"raw_{kind}", group_name=GROUP, deps=[landed_submissions], **PARTITIONED,
               description=f"`{kind}` files of this run's verified submissions, staged as text with line numbers "
                           f"(columns: {', '.join(FILE_COLUMNS[kind])}).")
     def _asset(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
-        loaded: dict[str, int] = {}
-        with pipeline.build_db() as con:
-            _ensure_audit(con)
-            for sub in Pending.of_run(con, context.run.run_id):
-                issues = check_header(sub, kind)
-                if not issues:
-                    issues = load_pending(con, sub, kind)
-                record_issues(con, context.run.run_id, f"load_{kind}", issues)
-                loaded[sub.submission_id] = con.execute(
-                    f"select count(*) from pending.{kind} where submission_id = ?", [sub.submission_id]).fetchone()[0]
-        return dg.MaterializeResult(metadata={"rows_by_submission": dg.MetadataValue.json(loaded)})
+        with data_errors_fail_fast(f"staging {kind} files"):
+            return _stage(context, pipeline, kind)
     return _asset
 
 
+def _stage(context: dg.AssetExecutionContext, pipeline: PipelineResource, kind: str) -> dg.MaterializeResult:
+    loaded: dict[str, int] = {}
+    with pipeline.build_db() as con:
+        _ensure_audit(con)
+        for sub in Pending.of_run(con, context.run.run_id):
+            issues = check_header(sub, kind)
+            if not issues:
+                issues = load_pending(con, sub, kind)
+            record_issues(con, context.run.run_id, f"load_{kind}", issues)
+            loaded[sub.submission_id] = con.execute(
+                f"select count(*) from pending.{kind} where submission_id = ?", [sub.submission_id]).fetchone()[0]
+    return dg.MaterializeResult(metadata={"rows_by_submission": dg.MetadataValue.json(loaded)})
+
+
 def _schema_check(kind: str) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=f"raw_{kind}", name=f"{kind}_schema", blocking=True,
+    @dg.asset_check(asset=f"raw_{kind}", name=f"{kind}_schema", blocking=True, retry_policy=RETRY_POLICY,
                     description=f"pandera schema of `{kind}` (checks/schemas.py), lazily: every failing value "
                                 "with its file, line and column. A failing submission is withheld and quarantined "
                                 "(WARN here, so the other sites go on); a check that cannot run is an ERROR.")
     def _check(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource) -> dg.AssetCheckResult:
-        report: list[dict] = []
-        with pipeline.build_db() as con:
-            for sub in Pending.of_run(con, context.run.run_id):
-                if _has_errors(con, context.run.run_id, sub, f"load_{kind}"):
-                    continue  # unreadable file: already reported by the load
-                issues = validate_pending(con, sub, kind)
-                record_issues(con, context.run.run_id, f"schema_{kind}", issues)
-                report += [i.as_dict() for i in issues]
-        return dg.AssetCheckResult(
-            passed=not report, severity=dg.AssetCheckSeverity.WARN,
-            metadata={"failures": len(report), "report": dg.MetadataValue.json(report[:500]),
-                      "summary": dg.MetadataValue.md(_markdown(report))})
+        with data_errors_fail_fast(f"the {kind} schema check"):
+            return _validate(context, pipeline, kind)
     return _check
+
+
+def _validate(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource, kind: str) -> dg.AssetCheckResult:
+    report: list[dict] = []
+    with pipeline.build_db() as con:
+        for sub in Pending.of_run(con, context.run.run_id):
+            if _has_errors(con, context.run.run_id, sub, f"load_{kind}"):
+                continue  # unreadable file: already reported by the load
+            issues = validate_pending(con, sub, kind)
+            record_issues(con, context.run.run_id, f"schema_{kind}", issues)
+            report += [i.as_dict() for i in issues]
+    return dg.AssetCheckResult(
+        passed=not report, severity=dg.AssetCheckSeverity.WARN,
+        metadata={"failures": len(report), "report": dg.MetadataValue.json(report[:500]),
+                  "summary": dg.MetadataValue.md(_markdown(report))})
 
 
 def _has_errors(con: duckdb.DuckDBPyConnection, run_id: str, sub: Submission, stage: str | None = None) -> bool:
@@ -172,10 +271,15 @@ RAW_ASSETS = [_raw_asset(k) for k in FILE_KINDS]
 SCHEMA_CHECKS = [_schema_check(k) for k in FILE_KINDS]
 
 
-@dg.asset(group_name=GROUP, deps=RAW_ASSETS,
+@dg.asset(group_name=GROUP, deps=RAW_ASSETS, **PARTITIONED,
           description="Accepted submissions promoted to `raw.<kind>` (one snapshot per site and period; a "
                       "corrected re-delivery replaces the earlier one). Rejected ones are quarantined.")
 def staged_extracts(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+    with data_errors_fail_fast("promoting staged extracts"):
+        return _promote_run(context, pipeline)
+
+
+def _promote_run(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
     settings = pipeline.settings()
     run_id = context.run.run_id
     accepted, rejected = [], []

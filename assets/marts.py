@@ -1,11 +1,23 @@
 """The dbt project as Dagster assets: every model, seed and test in one `@dbt_assets`, so dbt tests
 become asset checks (error severity blocks downstream, i.e. the publish) in the same run.
 
+Partitioned like the ingest: dbt is told the run's site-months through `--vars` (period_start,
+period_end, site_codes, and site_code for a one-site run) but builds every loaded site-period, which
+is cheap at this scale and keeps comparators and trends whole; the publish picks the run's site-periods.
+
+New `--vars` make dbt re-parse the whole project (dbt-core #3102). Each distinct set of vars therefore
+gets its own target directory under C20P5_WORK_DIR/dbt, whose partial_parse.msgpack the next run
+with the same vars (the nightly, a retry, a re-run) reuses; a new set starts from the prepared one.
+
 Source tests run inside `dbt build` but are not attached as checks to the ingest assets: checks
 that a dbt step executes on assets outside it split the dbt op and reorder the run."""
 
+import hashlib
+import json
 import os
+import shutil
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +25,9 @@ import dagster as dg
 from dagster_dbt import (DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject,
                          dbt_assets)
 
+from orchestration.partitions import REPORTING, SINGLE_RUN, scope_of_run
 from orchestration.resources import PipelineResource
+from orchestration.retries import RETRY_POLICY, data_errors_fail_fast
 from orchestration.settings import DBT_PROJECT_DIR
 
 # The dbt beside this interpreter, so a venv works without being activated.
@@ -21,6 +35,8 @@ DBT_EXECUTABLE = str(Path(sys.executable).with_name("dbt"))
 DBT_PROJECT = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 TRANSLATOR = DagsterDbtTranslator(settings=DagsterDbtTranslatorSettings(
     enable_asset_checks=True, enable_duplicate_source_asset_keys=True))
+KEEP_TARGETS = 12  # per-vars target directories kept (each holds a manifest and a partial parse)
+PARTIAL_PARSE = "partial_parse.msgpack"
 
 
 def _project_sources_newer_than(manifest: Path) -> bool:
@@ -41,15 +57,41 @@ def dbt_resource() -> DbtCliResource:
 
 
 def ensure_manifest() -> Path:
-    """Parse once: the prepared manifest is reused until a dbt file changes (keeps start-up low)."""
+    """Parse once: the prepared manifest (and its partial parse) is reused until a dbt file changes."""
     if _project_sources_newer_than(DBT_PROJECT.manifest_path):
         dbt_resource().cli(["parse", "--quiet"], target_path=DBT_PROJECT.target_path).wait()
     return DBT_PROJECT.manifest_path
 
 
-@dbt_assets(manifest=ensure_manifest(), project=DBT_PROJECT, dagster_dbt_translator=TRANSLATOR)
+def target_for(work_dir: Path, dbt_vars: dict) -> Path:
+    """One target directory per distinct set of vars, so its partial parse can be reused."""
+    digest = hashlib.sha256(json.dumps(dbt_vars, sort_keys=True).encode()).hexdigest()[:16]
+    target = work_dir / "dbt" / f"vars-{digest}"
+    target.mkdir(parents=True, exist_ok=True)
+    os.utime(target)  # most recently used: kept by _prune_targets
+    return target
+
+
+def _prune_targets(work_dir: Path, keep: int = KEEP_TARGETS) -> None:
+    dirs = sorted((work_dir / "dbt").glob("vars-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in dirs[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@dbt_assets(manifest=ensure_manifest(), project=DBT_PROJECT, dagster_dbt_translator=TRANSLATOR,
+            partitions_def=REPORTING, backfill_policy=SINGLE_RUN, retry_policy=RETRY_POLICY)
 def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource,
                pipeline: PipelineResource) -> Iterator:
-    """`dbt build` against the private build database of this run's settings."""
-    os.environ["C20P5_BUILD_DB_PATH"] = str(pipeline.settings().build_db_path)
-    yield from dbt.cli(["build"], context=context).stream()
+    """`dbt build --vars {...}` against the private build database of this run's settings."""
+    settings = pipeline.settings()
+    os.environ["C20P5_BUILD_DB_PATH"] = str(settings.build_db_path)
+    dbt_vars = scope_of_run(context.run, context.instance).dbt_vars()
+    target = target_for(settings.work_dir, dbt_vars)
+    reused = (target / PARTIAL_PARSE).exists()
+    _prune_targets(settings.work_dir)
+    context.log.info(f"dbt build --vars {json.dumps(dbt_vars)}: "
+                     f"{'partial parse of an earlier run with these vars' if reused else 'new vars, full parse'}")
+    started = time.monotonic()
+    with data_errors_fail_fast("dbt build"):
+        yield from dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context, target_path=target).stream()
+    context.log.info(f"dbt build finished in {time.monotonic() - started:.1f} s")

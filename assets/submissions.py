@@ -19,7 +19,8 @@ import pandera.polars as pa
 import polars as pl
 
 from checks.issues import ERROR, WARNING, Issue
-from checks.schemas import FILE_COLUMNS, FILE_KINDS, IDENTIFIER_PATTERNS, schema_for
+from checks.schemas import (FILE_COLUMNS, FILE_KINDS, IDENTIFIER_PATTERNS, NOT_ECHOED_COLUMNS,
+                            looks_like_identifier, schema_for)
 from orchestration.settings import SITE_CODE_RE, Settings
 
 SPEC_VERSIONS = {"1.0"}
@@ -89,8 +90,15 @@ def verify_manifest(sub: Submission, settings: Settings) -> list[Issue]:
     with the row count and checksum the manifest declares. Nothing is parsed until this passes."""
     try:
         manifest = sub.manifest()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return [_issue(sub, "manifest.json", f"is not valid JSON: {exc}", "manifest_json")]
+    except json.JSONDecodeError as exc:
+        return [_issue(sub, "manifest.json", f"is not valid JSON (at line {exc.lineno}, column {exc.colno}: "
+                                             f"{exc.msg.lower().removesuffix(' at')}): write the manifest last, completely, once every data "
+                                             "file is in place", "manifest_json")]
+    except UnicodeDecodeError:
+        return [_issue(sub, "manifest.json", "is not UTF-8 text: save it as plain UTF-8", "manifest_json")]
+    if not isinstance(manifest, dict):
+        return [_issue(sub, "manifest.json", "must be a JSON object with site_code, period_end, spec_version, "
+                                             "created_at and files", "manifest_json")]
     problems = _manifest_fields(sub, manifest, settings)
     if problems:
         return problems
@@ -160,13 +168,17 @@ def check_header(sub: Submission, kind: str) -> list[Issue]:
     else:
         with path.open("rb") as f:
             first = f.readline()
+        if not first:
+            return [_issue(sub, path.name, "is empty (0 bytes): even a file with no records needs its header "
+                                           f"row ({', '.join(FILE_COLUMNS[kind])})", "empty_file")]
         if first.startswith(b"\xef\xbb\xbf"):
-            return [_issue(sub, path.name, "starts with a UTF-8 byte-order mark: save it as plain UTF-8 (no BOM)",
-                           "byte_order_mark", row=1)]
+            return [_issue(sub, path.name, "starts with a UTF-8 byte-order mark (BOM) before its first column name: "
+                                           "save it as plain UTF-8 without a BOM",
+                           "byte_order_mark", row=1, column=_first_name(first[3:]))]
         try:
             header = next(csv.reader([first.decode("utf-8").rstrip("\r\n")]), [])
         except UnicodeDecodeError:
-            return [_issue(sub, path.name, "header is not UTF-8 text", "encoding", row=1)]
+            return [_issue(sub, path.name, "header row is not UTF-8 text: save the file as UTF-8", "encoding", row=1)]
     return _header_issues(sub, path.name, kind, header)
 
 
@@ -215,7 +227,11 @@ def load_pending(con: duckdb.DuckDBPyConnection, sub: Submission, kind: str) -> 
     try:
         con.execute(f"create or replace temp table _load as select {casts} from {source}")
     except duckdb.Error as exc:
-        return [_issue(sub, path.name, f"could not be read as CSV: {_first_line(exc)}", "csv_parse",
+        found = locate_csv_problem(path) if path.suffix == ".csv" else None
+        if found:
+            row, column, message, check = found
+            return [_issue(sub, path.name, message, check, row=row, column=column)]
+        return [_issue(sub, path.name, f"could not be read: {_duckdb_problem(exc)}", "csv_parse",
                        row=_line_from_error(str(exc)))]
     # rowid follows file order (DuckDB preserves insertion order), so line = rowid + 2.
     con.execute(f"insert into pending.{kind} (submission_id, _line, {cols}) "
@@ -224,12 +240,105 @@ def load_pending(con: duckdb.DuckDBPyConnection, sub: Submission, kind: str) -> 
 
 
 def _file_header(path: Path) -> list[str]:
-    with path.open(encoding="utf-8", newline="") as f:
-        return next(csv.reader(f), [])
+    """The header row only: decoding the whole first buffer would trip over a bad byte further down,
+    which the load must report with its line instead."""
+    with path.open("rb") as f:
+        first = f.readline()
+    return next(csv.reader([first.decode("utf-8").rstrip("\r\n")]), [])
+
+
+def _first_name(line: bytes) -> str | None:
+    try:
+        return next(csv.reader([line.decode("utf-8").rstrip("\r\n")]), [None])[0] or None
+    except UnicodeDecodeError:
+        return None
 
 
 def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0][:300]
+
+
+def _duckdb_problem(exc: Exception) -> str:
+    """The line of a DuckDB CSV error that says what is wrong (not its advice on parser options)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    for line in lines[1:]:
+        if not line.startswith(("Original Line", "Possible", "*", "file =")) and "=" not in line:
+            return line[:300]
+    return _first_line(exc)
+
+
+def locate_csv_problem(path: Path) -> tuple[int, str | None, str, str] | None:
+    """Find the first line a CSV reader cannot take, as (line, column, message, check), reading it
+    the way DuckDB does (RFC 4180 quotes, UTF-8): bytes that are not UTF-8, a quote that is never
+    closed, or a line with more or fewer values than the header. Only runs when loading failed."""
+    state = {"line": 0, "bad": None}
+
+    def lines():
+        with path.open("rb") as f:
+            for raw in f:
+                state["line"] += 1
+                try:
+                    yield raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    state["bad"] = (state["line"], raw, exc.start)
+                    return
+
+    reader = csv.reader(lines(), strict=True)
+    header: list[str] | None = None
+    start = 1
+    try:
+        for record in reader:
+            if header is None:
+                header, start = record, state["line"] + 1
+                continue
+            if record and len(record) != len(header):
+                return _wrong_width(start, header, record)
+            start = state["line"] + 1
+    except csv.Error:
+        if state["bad"] is None:
+            with path.open("rb") as f:
+                text = next((raw for i, raw in enumerate(f, 1) if i == start), b"").decode("utf-8", "replace")
+            field = _field_with_open_quote(text)
+            column = header[field] if header and field is not None and field < len(header) else None
+            return (start, column, 'has a double quote (") that opens a value and is never closed, so the rest of '
+                                   "the file would run into that one value: remove the stray quote, or close it",
+                    "csv_parse")
+    if state["bad"] is not None:
+        line, raw, offset = state["bad"]
+        field = raw[:offset].count(b",")
+        column = header[field] if header and field < len(header) else None
+        return (line, column, f"is not UTF-8 text (byte 0x{raw[offset]:02X} here, which looks like a Windows-1252 or "
+                              "Latin-1 export): save the file as UTF-8", "encoding")
+    return None
+
+
+def _wrong_width(line: int, header: list[str], record: list[str]) -> tuple[int, str | None, str, str]:
+    if len(record) < len(header):
+        return (line, header[len(record)],
+                f"has {len(record)} of the {len(header)} values of the header (it ends after "
+                f"{header[len(record) - 1]}): the line looks cut short, or values are missing", "csv_parse")
+    return (line, None, f"has {len(record)} values but the header has {len(header)} columns: a value with a comma "
+                        "in it must be in double quotes", "csv_parse")
+
+
+def _field_with_open_quote(line: str) -> int | None:
+    """Index of the field in which a quote opens and the line ends before it closes."""
+    field, quoted, i = 0, False, 0
+    while i < len(line):
+        ch = line[i]
+        if quoted:
+            if ch == '"':
+                if i + 1 < len(line) and line[i + 1] == '"':
+                    i += 1
+                else:
+                    quoted = False
+        elif ch == '"':
+            quoted = True
+            opened = field
+        elif ch == ",":
+            field += 1
+        i += 1
+    return opened if quoted else None
 
 
 def _line_from_error(text: str) -> int | None:
@@ -258,13 +367,32 @@ def validate_pending(con: duckdb.DuckDBPyConnection, sub: Submission, kind: str,
             lines = frame["_line"]
             for case in cases.head(max(0, MAX_FAILURES_REPORTED - len(issues))).iter_rows(named=True):
                 line = None if case["index"] is None else int(lines[int(case["index"])])
-                value = case["failure_case"]
-                issues.append(_issue(sub, file, f"value {value!r} {case['check']}", "schema", row=line,
-                                     column=case["column"]))
+                issues.append(_issue(sub, file, schema_message(case["column"], case["failure_case"], case["check"]),
+                                     "schema", row=line, column=case["column"]))
     if failures > len(issues):
         issues.append(_issue(sub, file, f"{failures} values failed validation in all; the first "
                                         f"{len(issues)} are listed", "schema_summary"))
     return issues
+
+
+def schema_message(column: str | None, value: object, check: str) -> str:
+    """A pandera failure in the site analyst's words. Values that could identify a person (person ids,
+    dates of birth and death, anything shaped like an NHS number or a postcode) are not repeated: the
+    message is published in `data_quality`; the row and column say where to look."""
+    if check == "not_nullable":
+        return "is blank, but a value is required here"
+    if check.startswith(("dtype(", "column_in_", "column '")):
+        return f"could not be checked as text ({check}); please send the file as plain CSV"
+    return f"{shown_value(column, value)} {check}"
+
+
+def shown_value(column: str | None, value: object) -> str:
+    if value is None:
+        return "a blank value"
+    text = str(value)
+    if column in NOT_ECHOED_COLUMNS or looks_like_identifier(text):
+        return "the value (not repeated here: it could identify a person)"
+    return f"value {text!r}"
 
 
 def quarantine(sub: Submission, issues: list[Issue], settings: Settings, now: datetime | None = None) -> Path:

@@ -1,30 +1,46 @@
-"""Great Expectations suites on the marts, wired in as a Dagster asset check.
+"""Dagster asset checks on the marts and on the submissions.
 
-GX runs on data frames read from the build database (its SQL datasource returns nothing on
-DuckDB). Each site is validated on its own, so an error-severity failure withholds only that
-site: the verdicts go to `audit.mart_checks`, which the publish reads.
+- Great Expectations suites on the marts. GX runs on data frames read from the build database (its
+  SQL datasource returns nothing on DuckDB). Each site the run publishes is validated on its own,
+  so an error-severity failure withholds only that site: the verdicts go to `audit.mart_checks`,
+  which the publish reads.
+- Freshness, one check per site of the registry (as the definitions load): a site is overdue when
+  no new period has been accepted within FRESHNESS_DAYS of its last period_end. The publish applies
+  the same rule (`freshness`) to every site it publishes and records it in `evaluation.data_quality`.
 """
+
+from dataclasses import dataclass
+from datetime import date, timedelta
 
 import dagster as dg
 import duckdb
 
 from checks.expectations import validate_site_frames
+from orchestration.partitions import as_of, registry_sites, scope_of_run
 from orchestration.resources import PipelineResource
+from orchestration.retries import RETRY_POLICY, data_errors_fail_fast
 
 MARTS = ("fct_indicator_values", "fct_inequality_summary")
+FRESHNESS_DAYS = 35
 
 
 @dg.asset_check(asset=dg.AssetKey(["marts", "fct_indicator_values"]), name="great_expectations_marts", blocking=True,
-                additional_deps=[dg.AssetKey(["marts", "fct_inequality_summary"])],
-                description="GX suites on fct_indicator_values and fct_inequality_summary, per site; Data Docs "
-                            "under C20P5_WORK_DIR/data_docs. A failing site is withheld from publication (WARN); "
-                            "a suite that cannot run is an ERROR and blocks the publish.")
+                additional_deps=[dg.AssetKey(["marts", "fct_inequality_summary"])], retry_policy=RETRY_POLICY,
+                description="GX suites on fct_indicator_values and fct_inequality_summary, per site the run "
+                            "publishes; Data Docs under C20P5_WORK_DIR/data_docs. A failing site is withheld from "
+                            "publication (WARN); a suite that cannot run is an ERROR and blocks the publish.")
 def great_expectations_marts(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource) -> dg.AssetCheckResult:
+    with data_errors_fail_fast("Great Expectations on the marts"):
+        return _validate_marts(context, pipeline)
+
+
+def _validate_marts(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource) -> dg.AssetCheckResult:
     settings = pipeline.settings()
-    docs_dir = settings.work_dir / "data_docs"
+    sites = scope_of_run(context.run, context.instance).published_sites
     with pipeline.build_db() as con:
-        frames = {m: con.execute(f"select * from marts.{m}").df() for m in MARTS}
-        results = validate_site_frames(frames, docs_dir)
+        frames = {m: con.execute(f"select * from marts.{m} where site_code in (select unnest(?))", [sites]).df()
+                  for m in MARTS}
+        results = validate_site_frames(frames, settings.work_dir / "data_docs")
         _record(con, context.run.run_id, results)
     failed = [r for r in results if not r.success]
     index = next((r.docs_index for r in results if r.docs_index), None)
@@ -42,3 +58,61 @@ def _record(con: duckdb.DuckDBPyConnection, run_id: str, results: list) -> None:
         con.execute("insert into audit.mart_checks values (?, ?, 'great_expectations', 'error', ?, ?)",
                     [run_id, r.site_code, r.success,
                      "; ".join(str(e) for e in r.errors) or f"{r.evaluated} expectations passed"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Freshness
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Freshness:
+    site_code: str
+    last_period_end: str | None  # the latest accepted period, None if nothing accepted yet
+    as_of: date
+    overdue: bool
+
+    @property
+    def due_by(self) -> date | None:
+        return date.fromisoformat(self.last_period_end) + timedelta(days=FRESHNESS_DAYS) if self.last_period_end else None
+
+    @property
+    def message(self) -> str:
+        if self.last_period_end is None:
+            return f"no submission accepted yet (as of {self.as_of})"
+        state = f"overdue by {(self.as_of - self.due_by).days} day(s)" if self.overdue else "on time"
+        return (f"last period {self.last_period_end}; the next was due by {self.due_by} "
+                f"({FRESHNESS_DAYS} days later): {state} as of {self.as_of}")
+
+
+def freshness(con: duckdb.DuckDBPyConnection, site_code: str, on: date) -> Freshness:
+    last = None
+    if _exists(con, "audit", "submissions"):
+        last = con.execute("""select max(period_end) from audit.submissions
+                              where site_code = ? and status in ('loaded', 'superseded')""", [site_code]).fetchone()[0]
+    overdue = last is None or on > date.fromisoformat(last) + timedelta(days=FRESHNESS_DAYS)
+    return Freshness(site_code, last, on, overdue)
+
+
+def _exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    return con.execute("select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
+                       [schema, table]).fetchone()[0] > 0
+
+
+def _freshness_check(site_code: str) -> dg.AssetChecksDefinition:
+    # On staged_extracts: after this run's submissions are accepted. WARN: never blocks anything.
+    @dg.asset_check(asset="staged_extracts", name=f"freshness_{site_code}", retry_policy=RETRY_POLICY,
+                    description=f"`{site_code}` is overdue when no new period has been accepted within "
+                                f"{FRESHNESS_DAYS} days of its last period_end (as of the run's date). The publish "
+                                "records the same verdict in evaluation.data_quality.")
+    def _check(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource) -> dg.AssetCheckResult:
+        with data_errors_fail_fast(f"the freshness check of {site_code}"), pipeline.build_db() as con:
+            verdict = freshness(con, site_code, as_of(context.run))
+        return dg.AssetCheckResult(passed=not verdict.overdue, severity=dg.AssetCheckSeverity.WARN, metadata={
+            "last_period_end": verdict.last_period_end or "none", "as_of": str(verdict.as_of),
+            "due_by": str(verdict.due_by or "-"), "message": verdict.message})
+    return _check
+
+
+FRESHNESS_CHECKS = [_freshness_check(code) for code in registry_sites()]
+
+__all__ = ["great_expectations_marts", "FRESHNESS_CHECKS", "FRESHNESS_DAYS", "freshness", "Freshness"]

@@ -26,11 +26,34 @@ class Rule:
     message: str  # formatted with {value}
 
 
+# An NHS number: 10 digits whose last is the modulus-11 check digit of the first nine (11 -> 0; 10 never valid).
+_NHS_CHECK = "(11 - ({}) % 11) % 11 = try_cast(substr(person_id, 10, 1) as integer)".format(
+    " + ".join(f"try_cast(substr(person_id, {i + 1}, 1) as integer) * {10 - i}" for i in range(9)))
+NHS_NUMBER_SHARE = 0.5  # random 10-digit tokens pass the check digit 1 time in 11; NHS numbers always do
+NHS_NUMBER_MIN = 3
+
+
+def _nhs_number_rule(kind: str) -> Rule:
+    return Rule(
+        "nhs_number_as_person_id", kind, "person_id",
+        f"""with ten as (select _line, person_id, {_NHS_CHECK} as valid from pending.{kind}
+                         where submission_id = $1 and regexp_full_match(person_id, '[0-9]{{10}}'))
+            select _line, '' from ten where valid
+            and (select count(*) filter (where valid) from ten) >= {NHS_NUMBER_MIN}
+            and (select avg(cast(valid as integer)) from ten) > {NHS_NUMBER_SHARE}""",
+        "person_id looks like an NHS number (10 digits with a valid check digit, like most person_ids in this "
+        "file; not repeated here): send the pseudonymised token, never the NHS number")
+
+
+# Values of person_id, birth_month and date_of_death are never repeated in a message: messages are
+# published in `data_quality`. The row and column say where to look.
 RULES: tuple[Rule, ...] = (
     Rule("duplicate_person", "patients", "person_id",
-         """select _line, person_id from pending.patients where submission_id = $1
-            qualify count(*) over (partition by person_id) > 1""",
-         "person_id {value!r} appears more than once; each person must have one row"),
+         """select _line, string_agg(cast(other as varchar), ', ' order by other) from (
+                select p._line, q._line as other from pending.patients p join pending.patients q
+                  on q.submission_id = p.submission_id and q.person_id = p.person_id and q._line <> p._line
+                where p.submission_id = $1) group by _line""",
+         "this person_id appears more than once (also on row {value}); each person must have one row"),
     Rule("unknown_practice", "patients", "practice_code",
          """select _line, practice_code from pending.patients where submission_id = $1
             and practice_code not in (select practice_code from ref.practices)""",
@@ -49,17 +72,22 @@ RULES: tuple[Rule, ...] = (
             and registration_end < registration_start""",
          "registration_end {value} is before registration_start"),
     Rule("impossible_age", "patients", "birth_month",
-         f"""select _line, birth_month from pending.patients where submission_id = $1
+         f"""select _line, '' from pending.patients where submission_id = $1
             and cast(birth_month || '-01' as date) < cast($3 as date) - interval {MAX_AGE_YEARS} year""",
-         f"birth_month {{value}} gives an age over {MAX_AGE_YEARS} at the period end"),
+         f"birth_month gives an age over {MAX_AGE_YEARS} at the period end (value not repeated here): "
+         "check the birth month"),
     Rule("death_before_birth", "patients", "date_of_death",
-         """select _line, date_of_death from pending.patients where submission_id = $1
+         """select _line, '' from pending.patients where submission_id = $1
             and date_of_death < birth_month || '-01'""",
-         "date_of_death {value} is before the month of birth"),
+         "date_of_death is before the month of birth (values not repeated here)"),
     *(Rule("unknown_person", kind, "person_id",
-           f"""select _line, person_id from pending.{kind} where submission_id = $1
-               and person_id not in (select person_id from pending.patients where submission_id = $1)""",
-           "person_id {value!r} is not in patients.csv") for kind in FILE_KINDS if kind != "patients"),
+           f"""select _line, '' from pending.{kind} where submission_id = $1
+               and (select count(*) from pending.patients where submission_id = $1) > 0
+               and person_id not in (select person_id from pending.patients where submission_id = $1
+                                     and person_id is not null)""",
+           "this person_id is not in patients.csv: every person with records must be listed in patients.csv")
+      for kind in FILE_KINDS if kind != "patients"),
+    *(_nhs_number_rule(kind) for kind in FILE_KINDS),
 )
 
 
@@ -77,6 +105,10 @@ def run_rules(con: duckdb.DuckDBPyConnection, submission_id: str, site_code: str
     """Every rule for one staged submission; `file_names` maps kind to the file name received."""
     issues: list[Issue] = []
     params = [submission_id, site_code, period_end]
+    if con.execute("select count(*) from pending.patients where submission_id = ?", [submission_id]).fetchone()[0] == 0:
+        issues.append(Issue(site_code, period_end, file_names.get("patients", "patients.csv"), None, None,
+                            "no_patients", "has no data rows: a submission lists every person registered at a site "
+                                           "practice on the period end, so patients.csv cannot be empty"))
     for rule in RULES:
         rows = con.execute(f"{_PARAMS} select * from ({_bind(rule.sql)}) order by 1 limit {MAX_REPORTED + 1}",
                            params).fetchall()

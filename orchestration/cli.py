@@ -1,7 +1,9 @@
-"""`c20p5`: generate a synthetic landing zone, run the nightly job through Dagster, or both.
+"""`c20p5`: generate a synthetic landing zone, run the nightly job through Dagster, backfill a range
+of months, show each site's status.
 
 Exit codes a scheduler can act on: 0 published (or nothing new), 3 completed but one or more
-site-periods were withheld, 1 the run failed, 2 bad settings or arguments.
+site-periods were withheld, 1 the run failed (or the build database stayed busy), 2 bad settings
+or arguments.
 """
 from __future__ import annotations
 
@@ -39,6 +41,14 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="generate, then run, on the embedded DuckDB warehouse")
     _generate_args(d)
     d.set_defaults(func=cmd_demo)
+    b = sub.add_parser("backfill", help="rebuild and republish a range of months for one site or every site "
+                                         "(one run, in this process)")
+    b.add_argument("--from", dest="first", required=True, help="first month, YYYY-MM")
+    b.add_argument("--to", dest="last", required=True, help="last month, YYYY-MM (may equal --from)")
+    b.add_argument("--site", help="one site_code (default: every site in the registry)")
+    b.add_argument("--submit", action="store_true",
+                   help="queue it as a Dagster backfill for dagster-daemon instead (as the UI does)")
+    b.set_defaults(func=cmd_backfill)
     s = sub.add_parser("status", help="each site's last received, last published and quarantined periods")
     s.set_defaults(func=cmd_status)
     return p
@@ -67,7 +77,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from orchestration.runner import run_nightly
-    outcome = run_nightly()
+    return _report(run_nightly())
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from orchestration.runner import run_backfill, submit_backfill
+    if args.submit:
+        backfill_id = submit_backfill(args.first, args.last, args.site)
+        print(f"backfill {backfill_id} queued ({args.first}..{args.last}, {args.site or 'all sites'}); "
+              "dagster-daemon runs it: follow it under Overview > Backfills in the UI")
+        return EXIT_OK
+    return _report(run_backfill(args.first, args.last, args.site))
+
+
+def _report(outcome) -> int:
     print(outcome.describe())
     if not outcome.success:
         return EXIT_FAILED
@@ -80,8 +103,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from orchestration.resources import BuildDatabaseLocked
     from orchestration.runner import site_status
-    for line in site_status():
+    try:
+        lines = site_status()
+    except BuildDatabaseLocked as exc:
+        print(f"c20p5: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    for line in lines:
         print(line)
     return EXIT_OK
 

@@ -5,18 +5,18 @@ from assets.ingest import RAW_ASSETS, SCHEMA_CHECKS, landed_submissions, referen
 from assets.marts import dbt_models, dbt_resource
 from assets.publish import warehouse_publication
 from assets.reports import evaluation_reports
-from checks.asset_checks import great_expectations_marts
+from checks.asset_checks import FRESHNESS_CHECKS, great_expectations_marts
 from orchestration.jobs import nightly_job
 from orchestration.resources import PipelineResource
 from orchestration.schedules import nightly_schedule
-from orchestration.sensors import submission_sensor
+from orchestration.sensors import run_failure_alert, submission_sensor
 
 defs = dg.Definitions(
     assets=[reference_data, landed_submissions, *RAW_ASSETS, staged_extracts, dbt_models, warehouse_publication,
             evaluation_reports],
-    asset_checks=[*SCHEMA_CHECKS, great_expectations_marts],
+    asset_checks=[*SCHEMA_CHECKS, great_expectations_marts, *FRESHNESS_CHECKS],
     jobs=[nightly_job],
     schedules=[nightly_schedule],
-    sensors=[submission_sensor],
+    sensors=[submission_sensor, run_failure_alert],
     resources={"pipeline": PipelineResource(), "dbt": dbt_resource()},
 )

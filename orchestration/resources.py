@@ -10,23 +10,27 @@ import duckdb
 
 from orchestration.settings import Settings, load_settings
 
-LOCK_RETRIES = 20
-LOCK_WAIT_SECONDS = 0.5
+LOCK_TIMEOUT_SECONDS = 300.0  # a writer waits this long for another run before its step is retried
+FIRST_WAIT_SECONDS, MAX_WAIT_SECONDS = 0.1, 15.0
+
+log = dg.get_dagster_logger("c20p5")
 
 
 class PipelineResource(dg.ConfigurableResource):
     """Settings come from the C20P5_* environment (orchestration/settings.py), read when used,
     so the UI, the CLI and the tests all run the same definitions."""
 
+    lock_timeout_seconds: float = LOCK_TIMEOUT_SECONDS
+
     def settings(self) -> Settings:
         return load_settings()
 
     @contextmanager
     def build_db(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """The build database, one writer at a time: wait briefly if another process holds it."""
+        """The build database, one writer at a time: wait (with backoff) while another process holds it."""
         settings = self.settings()
         settings.work_dir.mkdir(parents=True, exist_ok=True)
-        con = _connect_with_retry(str(settings.build_db_path))
+        con = connect_with_backoff(str(settings.build_db_path), timeout=self.lock_timeout_seconds)
         try:
             for schema in ("audit", "pending", "raw", "ref"):
                 con.execute(f"create schema if not exists {schema}")
@@ -35,18 +39,42 @@ class PipelineResource(dg.ConfigurableResource):
             con.close()
 
 
-def _connect_with_retry(path: str, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    for attempt in range(LOCK_RETRIES):
+def connect_with_backoff(path: str, read_only: bool = False, timeout: float = LOCK_TIMEOUT_SECONDS
+                         ) -> duckdb.DuckDBPyConnection:
+    """DuckDB allows one writing process: a lock held elsewhere is waited out, doubling the pause each
+    time (0.1 s .. 15 s) until `timeout`; then BuildDatabaseLocked, which the RetryPolicy retries."""
+    deadline, wait = time.monotonic() + timeout, FIRST_WAIT_SECONDS
+    while True:
         try:
             return duckdb.connect(path, read_only=read_only)
         except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower() or attempt == LOCK_RETRIES - 1:
-                raise BuildDatabaseLocked(path, exc) from exc
-            time.sleep(LOCK_WAIT_SECONDS * (attempt + 1) / 4)
-    raise AssertionError("unreachable")
+            if "lock" not in str(exc).lower():
+                raise
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BuildDatabaseLocked(path, timeout, exc) from exc
+            log.info("build database %s is locked by another process; waiting %.1f s", path, min(wait, left))
+            time.sleep(min(wait, left))
+            wait = min(wait * 2, MAX_WAIT_SECONDS)
+
+
+@contextmanager
+def peek_build_db(settings: Settings, timeout: float = 5.0) -> Iterator[duckdb.DuckDBPyConnection | None]:
+    """A read-only look for sensors, schedules and `c20p5 status`: None if there is no build database
+    yet; BuildDatabaseLocked if a run keeps it busy for longer than `timeout`."""
+    path = settings.build_db_path
+    if not path.exists():
+        yield None
+        return
+    con = connect_with_backoff(str(path), read_only=True, timeout=timeout)
+    try:
+        yield con
+    finally:
+        con.close()
 
 
 class BuildDatabaseLocked(RuntimeError):
-    def __init__(self, path: str, cause: Exception):
-        super().__init__(f"the build database {path} is in use by another process and stayed locked "
-                         f"({cause}); stop the other process (another run, or a client holding the file) and retry")
+    def __init__(self, path: str, timeout: float, cause: Exception):
+        super().__init__(f"the build database {path} is in use by another process and stayed locked for "
+                         f"{timeout:.0f} s ({cause}); another run is probably writing it: this step is retried "
+                         "with backoff, or stop the other process (a run, or a client holding the file)")

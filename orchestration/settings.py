@@ -93,6 +93,12 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     )
 
 
+def load_registry(env: dict[str, str] | None = None) -> tuple[Site, ...]:
+    """Only the site registry (C20P5_SITES_FILE): what the Dagster partitions need at load time."""
+    env = dict(os.environ if env is None else env)
+    return load_sites(_abs(env.get("C20P5_SITES_FILE", str(SHIPPED_SITES_FILE))))
+
+
 def load_sites(path: Path) -> tuple[Site, ...]:
     """Parse and validate the site registry (SPEC §2); errors name the site and field."""
     if not path.exists():
