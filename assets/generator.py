@@ -47,6 +47,8 @@ import calendar
 import csv
 import hashlib
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from functools import lru_cache
@@ -172,9 +174,11 @@ def add_months(d: date, months: int) -> date:
 
 def generate_landing(settings: Settings, people_per_site: int = 5000, months: int = 3,
                      last_period: date = date(2026, 10, 31), seed: int = 42,
-                     sites: tuple[Site, ...] | None = None) -> GenerateResult:
+                     sites: tuple[Site, ...] | None = None,
+                     progress: Callable[[str], None] | None = None) -> GenerateResult:
     """Write one complete monthly submission per site and period under the landing zone, the
-    synthetic police.uk files under `<landing>/reference/police/`, and the truth beside it."""
+    synthetic police.uk files under `<landing>/reference/police/`, and the truth beside it
+    (telling `progress` as each site is written)."""
     if not 1 <= months <= 24:
         raise ValueError("months must be 1-24: diagnoses must fall inside every period's 24-month extract")
     if last_period != month_end(last_period.year, last_period.month):
@@ -184,7 +188,9 @@ def generate_landing(settings: Settings, people_per_site: int = 5000, months: in
     truth_dir.mkdir(parents=True, exist_ok=True)
     counts, lsoas = {}, set()
     with _reference_connection(settings) as con:
-        for i, site in enumerate(sites or settings.sites):
+        todo = sites or settings.sites
+        for i, site in enumerate(todo):
+            started = time.monotonic()
             persons = _persons(con, site, people_per_site, periods, np.random.default_rng([seed, i]))
             persons, tables = _clinical(persons, periods, seed, i)
             _write_truth(truth_dir, site.site_code, persons, tables)
@@ -192,6 +198,9 @@ def generate_landing(settings: Settings, people_per_site: int = 5000, months: in
                 write_submission(settings.landing_dir, site.site_code, p, _snapshot(persons, tables, p))
             counts[site.site_code] = persons.height
             lsoas.update(persons["lsoa21_code"].drop_nulls().unique().to_list())
+            if progress:
+                progress(f"site {i + 1}/{len(todo)} {site.site_code}: {persons.height:,} people, "
+                         f"{len(periods)} submissions ({time.monotonic() - started:.1f} s)")
         _police(con, settings.landing_dir, truth_dir, sorted(lsoas), periods, seed)
     return GenerateResult(settings.landing_dir, truth_dir, periods, counts)
 

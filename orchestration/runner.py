@@ -12,7 +12,10 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stdout
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 import dagster as dg
 import duckdb
@@ -21,6 +24,7 @@ from orchestration.alerts import LAUNCHED_BY, failure_summary, run_failure_detai
 from orchestration.jobs import TRIGGER
 from orchestration.partitions import (AS_OF, FIRST_PERIOD, LONDON, PUBLISH, REPORTING, due_range, is_period,
                                       loaded_submissions, range_tags, rectangle, register_sites)
+from orchestration.progress import ProgressLines
 from orchestration.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
@@ -74,25 +78,26 @@ def instance_for(settings: Settings) -> dg.DagsterInstance:
     return dg.DagsterInstance.local_temp(tempdir=str(home))
 
 
-def run_nightly(settings: Settings | None = None) -> RunOutcome:
-    """Run whatever is due once, as the schedule does, and report what was published."""
+def run_nightly(settings: Settings | None = None, progress: TextIO | None = None) -> RunOutcome:
+    """Run whatever is due once, as the schedule does, and report what was published (with a line
+    per step to `progress` as it goes, if given)."""
     settings = settings or load_settings()
     with instance_for(settings) as instance:
         keys = due_range(settings, loaded_submissions(settings), register_sites(instance))
         if keys is None:
             return RunOutcome(True, "-", settings.warehouse_label, "unchanged",
                               notes=[f"nothing landed in {settings.landing_dir} or loaded yet"])
-        return _execute(settings, instance, keys, {TRIGGER: "cli", PUBLISH: "all"})
+        return _execute(settings, instance, keys, {TRIGGER: "cli", PUBLISH: "all"}, progress)
 
 
 def run_backfill(first: str, last: str, site_code: str | None = None,
-                 settings: Settings | None = None) -> RunOutcome:
+                 settings: Settings | None = None, progress: TextIO | None = None) -> RunOutcome:
     """Months first..last (YYYY-MM) for one site or every site, as one run."""
     settings = settings or load_settings()
     with instance_for(settings) as instance:
         keys = _backfill_range(instance, first, last, site_code)
         return _execute(settings, instance, keys,
-                        {TRIGGER: "backfill", "c20p5/backfill": f"{first}..{last} {site_code or 'all'}"})
+                        {TRIGGER: "backfill", "c20p5/backfill": f"{first}..{last} {site_code or 'all'}"}, progress)
 
 
 def _backfill_range(instance: dg.DagsterInstance, first: str, last: str, site_code: str | None) -> dg.PartitionKeyRange:
@@ -108,18 +113,36 @@ def _backfill_range(instance: dg.DagsterInstance, first: str, last: str, site_co
 
 
 def _execute(settings: Settings, instance: dg.DagsterInstance, keys: dg.PartitionKeyRange,
-             tags: dict[str, str]) -> RunOutcome:
+             tags: dict[str, str], progress: TextIO | None = None) -> RunOutcome:
     from orchestration.definitions import defs
     job = defs.resolve_job_def("nightly_refresh")
     tags = {**range_tags(keys), LAUNCHED_BY: "cli", AS_OF: _today(), **tags}
-    result = job.execute_in_process(instance=instance, raise_on_error=False, tags=tags, run_config={
-        "loggers": {"console": {"config": {"log_level": os.environ.get("C20P5_LOG_LEVEL", "INFO")}}}})
+    run_id = str(uuid.uuid4())
+    with _watched(settings, instance, run_id, progress) as stdout_log:
+        result = job.execute_in_process(instance=instance, raise_on_error=False, tags=tags, run_id=run_id, run_config={
+            "loggers": {"console": {"config": {"log_level": settings.log_level}}}})
     outcome = _outcome(result, settings)
+    if stdout_log:
+        outcome.notes.append(f"dbt output of this run: {stdout_log}")
     outcome.partitions = f"{keys.start}..{keys.end}"
     if not outcome.success:
         details = run_failure_details(result.run_id, job.name, tags, outcome.error or "", {})
         outcome.notes.append(f"alert: {send_alert(settings, 'run_failure', failure_summary(details), details)}")
     return outcome
+
+
+@contextmanager
+def _watched(settings: Settings, instance: dg.DagsterInstance, run_id: str,
+             progress: TextIO | None) -> Iterator[Path | None]:
+    """With `progress`: a line there per step, and what the steps print (dbt echoes every node it
+    runs) kept in C20P5_WORK_DIR/logs/run-<id>.log instead of mixed into those lines."""
+    if progress is None:
+        yield None
+        return
+    log = settings.work_dir / "logs" / f"run-{run_id}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as sink, ProgressLines(instance, run_id, progress), redirect_stdout(sink):
+        yield log
 
 
 def _today() -> str:

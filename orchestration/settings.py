@@ -13,6 +13,10 @@ DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 SHIPPED_REFERENCE_DIR = PROJECT_ROOT / "assets" / "reference_files"
 SHIPPED_SITES_FILE = PROJECT_ROOT / "sites.yaml"
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# How long a run's step waits for the build database while another process holds it, before the step
+# fails as transient I/O and its retry policy takes over (C20P5_LOCK_TIMEOUT_SECONDS).
+LOCK_TIMEOUT_SECONDS = 300.0
 SITE_CODE_RE = re.compile(r"^[a-z0-9_]{2,32}$")
 PROGRAMMES = {"core20plus_connectors", "complete_care_communities"}
 PLUS_GROUPS = {
@@ -45,6 +49,9 @@ class Settings:
     sites_file: Path
     alert_webhook: str | None = None
     sites: tuple[Site, ...] = field(default=())
+    # Console log level of a run started by c20p5 (the run history keeps every level regardless).
+    log_level: str = "WARNING"
+    lock_timeout_seconds: float = LOCK_TIMEOUT_SECONDS
 
     @property
     def build_db_path(self) -> Path:
@@ -82,6 +89,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     if not warehouse.startswith(("postgresql://", "postgres://")):
         warehouse = str(_abs(warehouse))
     sites_file = _abs(env.get("C20P5_SITES_FILE", str(SHIPPED_SITES_FILE)))
+    log_level = env.get("C20P5_LOG_LEVEL", "WARNING").upper()
+    if log_level not in LOG_LEVELS:
+        raise SettingsError(f"C20P5_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {log_level!r}")
     return Settings(
         landing_dir=_abs(env.get("C20P5_LANDING_DIR", "data/landing")),
         warehouse_url=warehouse,
@@ -90,7 +100,21 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         sites_file=sites_file,
         alert_webhook=env.get("C20P5_ALERT_WEBHOOK") or None,
         sites=load_sites(sites_file),
+        log_level=log_level,
+        lock_timeout_seconds=_lock_timeout(env.get("C20P5_LOCK_TIMEOUT_SECONDS", "").strip()),
     )
+
+
+def _lock_timeout(raw: str) -> float:
+    if not raw:
+        return LOCK_TIMEOUT_SECONDS
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise SettingsError(f"C20P5_LOCK_TIMEOUT_SECONDS must be a number of seconds > 0, not {raw!r}")
+    return seconds
 
 
 def load_registry(env: dict[str, str] | None = None) -> tuple[Site, ...]:
