@@ -41,12 +41,17 @@ def police_files(settings: Settings) -> list[Path]:
 
 
 def reference_fingerprint(settings: Settings) -> str:
-    """Checksum of every reference input (files, vintage, site registry) to skip unchanged reloads."""
+    """Checksum of every reference input (files, vintage, site registry) to skip unchanged reloads, and
+    the `reference` entry of a publication's input checksums. Each file counts by its name relative to
+    its root (shipped or landing copy: `police/<file>.csv` either way) and its bytes, never by where it
+    lives, so the same inputs replayed from another landing directory give the same fingerprint."""
     h = hashlib.sha256(settings.imd_vintage.encode())
-    paths = [reference_path(settings, f) for f in REFERENCE_FILES.values()] + police_files(settings)
-    for p in paths + [settings.sites_file]:
-        h.update(str(p).encode())
-        h.update(p.read_bytes())
+    named = [(f, reference_path(settings, f)) for f in REFERENCE_FILES.values()]
+    named += [(f"police/{p.name}", p) for p in police_files(settings)] + [("sites", settings.sites_file)]
+    for name, path in named:
+        data = path.read_bytes()
+        h.update(f"\0{name}\0{len(data)}\0".encode())
+        h.update(data)
     return h.hexdigest()
 
 

@@ -359,9 +359,9 @@ def publish_duckdb(path: Path, pub: Publication, retention: int | None = None) -
     with _publisher_lock(path):
         _remove_stray_copies(path)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        if path.exists():
-            shutil.copy2(path, tmp)
         try:
+            if path.exists():
+                shutil.copy2(path, tmp)  # inside the try: a copy that fails part way (disk full) is removed
             publication_id = _write_copy(tmp, pub, retention)
             if publication_id is None:
                 tmp.unlink()
@@ -371,7 +371,7 @@ def publish_duckdb(path: Path, pub: Publication, retention: int | None = None) -
             _fsync(path.parent)
             return publication_id
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            _remove_copy(tmp)
             raise
 
 
@@ -410,9 +410,18 @@ def _publisher_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _remove_copy(tmp: Path) -> None:
+    """A copy and the write-ahead log DuckDB keeps beside it (`<copy>.wal`) while it is being written."""
+    tmp.unlink(missing_ok=True)
+    tmp.with_name(f"{tmp.name}.wal").unlink(missing_ok=True)
+
+
 def _remove_stray_copies(path: Path) -> None:
-    for stray in path.parent.glob(f".{path.name}.*.tmp"):
-        stray.unlink(missing_ok=True)
+    """What a publisher killed part way left (a copy, its WAL, or both). Called under the publisher lock,
+    so no other publisher is writing one."""
+    for stray in path.parent.glob(f".{path.name}.*.tmp*"):
+        if stray.name.endswith((".tmp", ".tmp.wal")):
+            stray.unlink(missing_ok=True)
 
 
 def _fsync(path: Path) -> None:

@@ -8,9 +8,8 @@ from contextlib import contextmanager
 import dagster as dg
 import duckdb
 
-from orchestration.settings import Settings, load_settings
+from orchestration.settings import LOCK_TIMEOUT_SECONDS, Settings, load_settings
 
-LOCK_TIMEOUT_SECONDS = 300.0  # a writer waits this long for another run before its step is retried
 FIRST_WAIT_SECONDS, MAX_WAIT_SECONDS = 0.1, 15.0
 
 log = dg.get_dagster_logger("c20p5")
@@ -20,7 +19,9 @@ class PipelineResource(dg.ConfigurableResource):
     """Settings come from the C20P5_* environment (orchestration/settings.py), read when used,
     so the UI, the CLI and the tests all run the same definitions."""
 
-    lock_timeout_seconds: float = LOCK_TIMEOUT_SECONDS
+    # How long a writer waits for another process's lock before its step is retried; None: the
+    # setting C20P5_LOCK_TIMEOUT_SECONDS (default LOCK_TIMEOUT_SECONDS, 300 s).
+    lock_timeout_seconds: float | None = None
 
     def settings(self) -> Settings:
         return load_settings()
@@ -30,7 +31,8 @@ class PipelineResource(dg.ConfigurableResource):
         """The build database, one writer at a time: wait (with backoff) while another process holds it."""
         settings = self.settings()
         settings.work_dir.mkdir(parents=True, exist_ok=True)
-        con = connect_with_backoff(str(settings.build_db_path), timeout=self.lock_timeout_seconds)
+        timeout = settings.lock_timeout_seconds if self.lock_timeout_seconds is None else self.lock_timeout_seconds
+        con = connect_with_backoff(str(settings.build_db_path), timeout=timeout)
         try:
             for schema in ("audit", "pending", "raw", "ref"):
                 con.execute(f"create schema if not exists {schema}")

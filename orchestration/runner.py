@@ -58,8 +58,11 @@ class RunOutcome:
     def describe(self) -> str:
         if self.run_id == "-":
             return "\n".join(["no run started", *self.notes])
-        if not self.success:
-            return f"run {self.run_id} FAILED: {self.error}\nthe last publication in {self.warehouse} is unchanged"
+        if not self.success:  # a step after the publish (the reports) can fail too: say which is true
+            written = self.publication not in ("none", "unchanged")
+            kept = (f"publication {self.publication} was written to {self.warehouse} before the failure" if written
+                    else f"the last publication in {self.warehouse} is unchanged")
+            return f"run {self.run_id} FAILED: {self.error}\n{kept}"
         lines = [f"run {self.run_id} succeeded (partitions {self.partitions})", f"warehouse: {self.warehouse}",
                  f"publication: {self.publication}; {self.published} site-period(s) published"]
         lines += [f"withheld {w['site_code']} {w['period_end']}: {w['reason']}" for w in self.withheld]
@@ -151,12 +154,27 @@ def _today() -> str:
 
 def _outcome(result: dg.ExecuteInProcessResult, settings: Settings) -> RunOutcome:
     outcome = RunOutcome(result.success, result.run_id, settings.warehouse_label, "none")
+
+    def failure_text(error) -> str:
+        """A step failure's own message and what caused it: the first error down its cause chain that is
+        not one of Dagster's wrappers (with retries the step's own message is only "Exceeded max_retries
+        of 3", before them "Error occurred while executing op ..."), unless our own message says it."""
+        def wrapper(e) -> bool:
+            return (e.cls_name or "").startswith(("Dagster", "RetryRequested"))
+        own, cause = error.message.strip(), error.cause or error.context
+        while cause is not None and wrapper(cause):
+            cause = cause.cause or cause.context
+        if cause is None:
+            return own
+        name, text = cause.cls_name or "error", cause.message.strip()
+        text = text.split(f"{name}: ", 1)[1] if f"{name}: " in text else text  # without "module.Class: "
+        return own if not wrapper(error) and text in own else f"{own} (caused by {name}: {text})"
+
     if not result.success:
         failures = [e for e in result.all_events if e.is_step_failure]
-        outcome.error = "; ".join(f"{e.step_key}: {e.event_specific_data.error.message.strip()}"
+        outcome.error = "; ".join(f"{e.step_key}: {failure_text(e.event_specific_data.error)}"
                                   for e in failures) or "see the Dagster run log"
-        return outcome
-    for event in result.get_asset_materialization_events():
+    for event in result.get_asset_materialization_events():  # on failure too: the publish may have run
         mat = event.event_specific_data.materialization
         if mat.asset_key == dg.AssetKey("warehouse_publication"):
             meta = mat.metadata

@@ -32,7 +32,9 @@ def _standardised(bands: pd.DataFrame, catalogue: pd.DataFrame) -> pd.DataFrame:
     rows = []
     multipliers = catalogue.set_index("indicator_id")["multiplier"]
     for key, cell in bands.groupby(KEYS, sort=True):
-        cell = cell[cell["denominator"] > 0]
+        # bands in age order: the float sums in dsr() then add up in the same order on every run,
+        # whatever order DuckDB's aggregation returned the rows in
+        cell = cell[cell["denominator"] > 0].sort_values("age_band_order", kind="stable")
         result = dsr(cell["numerator"].to_numpy(float), cell["denominator"].to_numpy(float),
                      standard=cell["esp2013_population"].to_numpy(float), multiplier=float(multipliers[key[2]]))
         rows.append(dict(zip(KEYS, key), numerator=int(cell["numerator"].sum()), denominator=int(cell["denominator"].sum()),
