@@ -537,10 +537,11 @@ DROP TABLE cell_counts; DROP TABLE standardised;
 -- 8. Comparator (all sites combined, crude) and disclosure control (SPEC §9)
 -- ---------------------------------------------------------------------------------------------
 CREATE OR REPLACE TABLE floor_indicator_values AS
-WITH comparator AS (
+WITH comparator AS (  -- null where it would disclose: combined counts 1-7, or fewer than two sites in it
     SELECT period_end, indicator_id, breakdown, breakdown_value,
-           CASE WHEN sum(denominator) > 0 THEN sum(numerator)::DOUBLE / sum(denominator) * any_value(multiplier) END
-               AS comparator_value
+           CASE WHEN sum(denominator) > 0 AND sum(numerator) NOT BETWEEN 1 AND 7 AND sum(denominator) NOT BETWEEN 1 AND 7
+                     AND count(DISTINCT site_code) FILTER (WHERE denominator > 0) >= 2
+                THEN sum(numerator)::DOUBLE / sum(denominator) * any_value(multiplier) END AS comparator_value
     FROM cell_values GROUP BY period_end, indicator_id, breakdown, breakdown_value),
 flagged AS (
     SELECT v.*, (v.numerator BETWEEN 1 AND 7) OR (v.denominator BETWEEN 1 AND 7) AS suppressed FROM cell_values v)
@@ -550,7 +551,7 @@ SELECT f.site_code, f.period_end, f.indicator_id, f.breakdown, f.breakdown_value
        CASE WHEN NOT f.suppressed THEN f.value END AS value,
        CASE WHEN NOT f.suppressed THEN f.lower_ci END AS lower_ci,
        CASE WHEN NOT f.suppressed THEN f.upper_ci END AS upper_ci,
-       f.unit, f.suppressed, k.target, c.comparator_value
+       f.unit, f.suppressed, k.target, CASE WHEN NOT f.suppressed THEN c.comparator_value END AS comparator_value
 FROM flagged f
 JOIN catalogue k USING (indicator_id)
 JOIN comparator c USING (period_end, indicator_id, breakdown, breakdown_value);

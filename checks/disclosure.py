@@ -3,6 +3,10 @@
 Counts 1-7 are suppressed (null, suppressed = true); other counts are rounded to the nearest 5;
 a value and its confidence interval are null wherever the numerator or denominator is suppressed.
 Values and intervals are computed upstream from unrounded counts and are not recomputed here.
+
+The all-sites comparator of a cell is a value too: null on a suppressed row, and null wherever it
+would itself disclose (`comparator_disclosive`: combined counts of 1-7, or fewer than two sites in
+it, when it is one site's own unrounded value).
 """
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ import pandas as pd
 
 SUPPRESS_MIN, SUPPRESS_MAX, ROUND_TO = 1, 7, 5
 COUNT_COLUMNS = ("numerator", "denominator")
-VALUE_COLUMNS = ("value", "lower_ci", "upper_ci")
+VALUE_COLUMNS = ("value", "lower_ci", "upper_ci", "comparator_value")
+MIN_COMPARATOR_SITES = 2
 BREAKDOWNS = {"overall", "imd_quintile", "core20", "ethnicity", "sex", "age_band", "plus_group",
               "core20_ethnicity", "practice", "pcn"}
 CELL_KEY = ("site_code", "period_end", "indicator_id", "breakdown", "breakdown_value")
@@ -45,10 +50,18 @@ def apply_disclosure_control(cells: pd.DataFrame) -> pd.DataFrame:
     for col in COUNT_COLUMNS:
         counts = out[col].astype("Int64")
         out[col] = round_half_up(counts).where(~counts.between(SUPPRESS_MIN, SUPPRESS_MAX))
-    for col in VALUE_COLUMNS:
+    for col in (c for c in VALUE_COLUMNS if c in out.columns):
         out[col] = out[col].astype("Float64").where(~small)
     out["suppressed"] = small.astype(bool)
     return out
+
+
+def comparator_disclosive(numerator: pd.Series, denominator: pd.Series, sites: pd.Series) -> pd.Series:
+    """Where an all-sites comparator must not be published: its combined numerator or denominator
+    is 1-7, or fewer than MIN_COMPARATOR_SITES sites have people in the cell (then it is one site's
+    own value from unrounded counts, which would give away that site's suppressed cells)."""
+    small = numerator.between(SUPPRESS_MIN, SUPPRESS_MAX) | denominator.between(SUPPRESS_MIN, SUPPRESS_MAX)
+    return small | (sites < MIN_COMPARATOR_SITES)
 
 
 def assert_publishable(table: str, frame: pd.DataFrame) -> None:

@@ -5,6 +5,7 @@ corrupted; run 3 changes nothing; a replay on a fresh warehouse repeats run 2's 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import dataclass, replace
 from datetime import date
@@ -177,6 +178,39 @@ def test_pandera_check_reported_the_failure_in_dagster(scenario: Scenario) -> No
     assert not patients.passed and patients.severity == dg.AssetCheckSeverity.WARN
     assert patients.metadata["failures"].value == 1
     assert evaluations["events_schema"].passed
+
+
+def test_the_all_sites_comparator_is_disclosure_controlled(scenario: Scenario) -> None:
+    """Equal to the oracle's all-sites value where every site has people in the cell; null on a
+    suppressed row; null for an indicator only one site reports (it would be that site's own value)."""
+    published = scenario.snapshots[0]["evaluation.indicator_values"]
+    assert published.loc[published.suppressed, "comparator_value"].isna().all()
+    one_site = published[published.indicator_id == "SHARP_OBJECT_ASSAULT_ADMISSIONS"]
+    assert set(one_site.site_code) == {"blackpool_central"} and one_site.comparator_value.isna().all()
+    truth_dir = scenario.source.parent / "generator_truth"
+    period = date(2026, 10, 31)
+    cells = pd.concat([hypertension_cells(truth_dir, s, period, site_practices(s))
+                       for s in ("lsc", "blackpool_central", "burnley_east")])
+    overall = cells[(cells.indicator_id == "HYP_PREVALENCE") & (cells.breakdown == "overall")]
+    expected = 100 * overall.numerator.sum() / overall.denominator.sum()
+    got = published[(published.indicator_id == "HYP_PREVALENCE") & (published.breakdown == "overall")
+                    & (published.period_end == pd.Timestamp(period))].comparator_value
+    assert got.tolist() == pytest.approx([expected] * 3, rel=1e-12)
+
+
+def test_the_publish_shows_what_it_published_and_withheld_in_the_dagster_ui(scenario: Scenario) -> None:
+    """Run 2's warehouse_publication materialization carries a Markdown preview: indicator rows per
+    site (counted here from the site schemas it wrote) and the withheld site-period with its reason."""
+    with instance_for(scenario.settings) as instance:
+        records = instance.all_logs(scenario.runs[1].run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+    [preview] = {r.asset_materialization.metadata["preview"] for r in records
+                 if r.asset_materialization.asset_key == dg.AssetKey("warehouse_publication")}
+    assert isinstance(preview, dg.MarkdownMetadataValue)
+    shown = {site: int(n) for site, n in re.findall(r"^\| (\w+) \| (\d+) \|$", preview.md_str, re.M)}
+    snap = scenario.snapshots[1]
+    assert shown == {s: len(snap[f"site_{s}.indicator_values"]) for s in ("lsc", "blackpool_central", "burnley_east")}
+    [withheld] = scenario.runs[1].withheld
+    assert f"- {BAD_SITE} {withheld['period_end']}: {withheld['reason']}" in preview.md_str.splitlines()
 
 
 def test_second_run_on_the_same_inputs_changes_nothing(scenario: Scenario) -> None:

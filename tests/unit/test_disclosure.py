@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, strategies as st
 
-from checks.disclosure import PublicationRefused, apply_disclosure_control, assert_publishable
+from checks.disclosure import PublicationRefused, apply_disclosure_control, assert_publishable, comparator_disclosive
 
 
 def _cells(num: list[int], den: list[int]) -> pd.DataFrame:
@@ -60,3 +60,18 @@ def test_gate_refuses_rows_finer_than_a_cell_and_unsuppressed_counts() -> None:
     raw = _cells([3], [20]).assign(suppressed=False)
     with pytest.raises(PublicationRefused, match="numerator"):
         assert_publishable("indicator_values", raw)
+
+
+def test_a_suppressed_row_carries_no_comparator_and_the_gate_checks_it() -> None:
+    cells = _cells([3, 40], [50, 80]).assign(comparator_value=[6.0, 50.0])  # 6.0 would be 3/50 again
+    out = apply_disclosure_control(cells)
+    assert pd.isna(out["comparator_value"][0]) and out["comparator_value"][1] == 50.0
+    leaked = out.assign(comparator_value=[6.0, 50.0])
+    with pytest.raises(PublicationRefused, match="suppressed cell still carries"):
+        assert_publishable("indicator_values", leaked)
+
+
+def test_a_comparator_of_one_site_or_of_small_combined_counts_would_disclose() -> None:
+    numerator, denominator = pd.Series([3, 30, 30, 0, 5]), pd.Series([44, 200, 200, 200, 400])
+    sites = pd.Series([1, 2, 1, 3, 2])
+    assert comparator_disclosive(numerator, denominator, sites).tolist() == [True, False, True, False, True]

@@ -53,14 +53,21 @@ def _on_base_grid(frame, standardised, variants, catalogue):
 
 
 def _all_sites_value(frame: pd.DataFrame) -> pd.Series:
-    """The same cell for all sites combined (national breakdowns only; null for practice and pcn).
-    For standardised variants this is the crude all-sites value of the same cell."""
+    """The same cell for all sites combined (national breakdowns only; null for practice and pcn),
+    null where it would disclose (checks/disclosure.py). For standardised variants this is the
+    crude all-sites value of the same cell."""
+    from checks.disclosure import comparator_disclosive
+
     keys = ["period_end", "indicator_id", "breakdown", "breakdown_value"]
-    totals = frame.groupby(keys, as_index=False)[["numerator", "denominator"]].sum()
+    frame = frame.assign(_site=frame["site_code"].where(frame["denominator"] > 0))
+    totals = frame.groupby(keys, as_index=False).agg(numerator=("numerator", "sum"),
+                                                     denominator=("denominator", "sum"), sites=("_site", "nunique"))
     totals = totals.merge(frame[["indicator_id", "multiplier"]].drop_duplicates(), on="indicator_id")
     with np.errstate(divide="ignore", invalid="ignore"):
         totals["comparator_value"] = np.where(totals["denominator"] > 0,
                                               totals["numerator"] / totals["denominator"] * totals["multiplier"], np.nan)
+    disclosive = comparator_disclosive(totals["numerator"], totals["denominator"], totals["sites"])
+    totals.loc[disclosive, "comparator_value"] = np.nan
     merged = frame[keys].merge(totals[keys + ["comparator_value"]], on=keys, how="left")["comparator_value"]
     merged[frame["breakdown"].isin(["practice", "pcn"]).to_numpy()] = np.nan
     return merged.to_numpy()
