@@ -342,15 +342,23 @@ def _figure(kind: str, chart_id: str, label: str, fig: Figure, caption: str, att
             f"<figcaption>{caption}</figcaption></figure>")
 
 
+def _extent(value: float, low: float | None, high: float | None) -> list[list[float]]:
+    """Matplotlib's asymmetric bar extents [[below], [above]]; a missing bound draws no bar on that
+    side, and a bound on the wrong side of its value (an interval that does not contain its point
+    estimate) draws none either rather than stopping the report."""
+    below = 0.0 if low is None else max(0.0, value - low)
+    above = 0.0 if high is None else max(0.0, high - value)
+    return [[below], [above]]
+
+
 def _errorbar(ax: Axes, xs: list, ys: list, lows: list, highs: list, color: str, **kw: object) -> None:
     """Points with asymmetric CI bars; rows without a value are skipped."""
     keep = [i for i, y in enumerate(ys) if y is not None]
     if not keep:
         return
-    y = np.array([ys[i] for i in keep])
-    lo = np.array([y[j] - (lows[i] if lows[i] is not None else y[j]) for j, i in enumerate(keep)])
-    hi = np.array([(highs[i] if highs[i] is not None else y[j]) - y[j] for j, i in enumerate(keep)])
-    ax.errorbar([xs[i] for i in keep], y, yerr=[lo, hi], fmt="o", color=color, capsize=3, ms=4.5, lw=1.2, **kw)
+    bars = [_extent(ys[i], lows[i], highs[i]) for i in keep]
+    ax.errorbar([xs[i] for i in keep], [ys[i] for i in keep], yerr=[[b[0][0] for b in bars], [b[1][0] for b in bars]],
+                fmt="o", color=color, capsize=3, ms=4.5, lw=1.2, **kw)
 
 
 def _mark_missing(ax: Axes, xs: list, texts: list[str], horizontal: bool = False) -> None:
@@ -517,8 +525,8 @@ def breakdown_chart(chart_id: str, groups: pd.DataFrame, overall: float | None, 
     for y, r, v in zip(ys, rows, vals):
         if v is not None:
             color = PINK if r["breakdown"] == "plus_group" else BLUE
-            lo, hi = _f(r["lower_ci"]) or v, _f(r["upper_ci"]) or v
-            ax.errorbar([v], [y], xerr=[[v - lo], [hi - v]], fmt="o", color=color, capsize=2.5, ms=4, lw=1.1)
+            ax.errorbar([v], [y], xerr=_extent(v, _f(r["lower_ci"]), _f(r["upper_ci"])), fmt="o", color=color,
+                        capsize=2.5, ms=4, lw=1.1)
     _mark_missing(ax, [y for y, v in zip(ys, vals) if v is None],
                   [_missing_text(r) for r, v in zip(rows, vals) if v is None], horizontal=True)
     if overall is not None:
@@ -545,8 +553,8 @@ def forest_chart(chart_id: str, rows: list[dict], meta: pd.Series) -> str:
                 ax.annotate(row[f"{key}_missing"], (0.5, y), xycoords=("axes fraction", "data"), ha="center",
                             va="center", fontsize=7.5, color=GREY, style="italic")
                 continue
-            lo, hi = ci if ci else (v, v)
-            ax.errorbar([v], [y], xerr=[[v - lo], [hi - v]], fmt="D", ms=5, capsize=3, lw=1.3,
+            lo, hi = ci if ci else (None, None)
+            ax.errorbar([v], [y], xerr=_extent(v, lo, hi), fmt="D", ms=5, capsize=3, lw=1.3,
                         color=colors.get(row["trend"], BLUE))
         ax.axvline(0, color=DARK, lw=0.8)
         ax.set_ylim(-0.6, len(rows) - 0.4)

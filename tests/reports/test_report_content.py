@@ -258,3 +258,14 @@ def test_the_same_publication_renders_the_same_bytes(built: Built, tmp_path: Pat
     for path in first.out_dir.glob("*.html"):
         assert path.read_bytes() == (second.out_dir / path.name).read_bytes(), path.name
     assert sorted(p.name for p in first.out_dir.iterdir()) == sorted(p.name for p in second.out_dir.iterdir())
+
+
+def test_interval_bars_honour_zero_bounds_and_survive_an_interval_missing_its_point() -> None:
+    from assets.reports import _extent, forest_chart
+    assert _extent(2.0, 0.0, 5.0) == [[2.0], [3.0]]  # a lower bound of 0 is a bound, not "missing"
+    assert _extent(2.0, None, None) == [[0.0], [0.0]]
+    assert _extent(2.0, 3.0, 1.0) == [[0.0], [0.0]]  # an interval that does not contain its point
+    rows = [{"gap": -4.0, "gap_ci": (-1.0, 2.0), "sii": 3.0, "sii_ci": (1.0, 5.0), "trend": "gap narrowing",
+             "gap_missing": "", "sii_missing": "", "site_code": "s", "site_name": "S"}]
+    meta = pd.Series({"indicator_name": "HYP", "unit": "%"})
+    assert "<svg" in forest_chart("c1", rows, meta)  # matplotlib refused negative extents before
