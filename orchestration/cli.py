@@ -39,7 +39,9 @@ publication is unchanged; 2 bad settings or arguments.
 settings (environment): C20P5_LANDING_DIR (default data/landing), C20P5_WAREHOUSE_URL (a DuckDB
 file, default data/warehouse/evaluation.duckdb, or postgresql://...), C20P5_WORK_DIR (default
 data/work), C20P5_IMD_VINTAGE (2025 or 2019), C20P5_SITES_FILE (default: the shipped sites.yaml),
-C20P5_LOG_LEVEL (console log of a run, default WARNING; the Dagster run history keeps every level).
+C20P5_LOG_LEVEL (console log of a run, default WARNING; the Dagster run history keeps every level),
+C20P5_LOCK_TIMEOUT_SECONDS (how long a step waits for a build database another process holds, 300),
+C20P5_RETENTION_PUBLICATIONS (0 keeps every publication), C20P5_ALERT_WEBHOOK (failure notices).
 """
 
 
