@@ -15,11 +15,16 @@ def model(dbt, session):
 
     cells = dbt.ref("int_indicator_statistics").df()
     catalogue = dbt.ref("indicators").df().set_index("indicator_id")
+    # Each site's monthly overall values per indicator, split once: filtering the whole frame for
+    # every site-period-indicator was most of this model's time (156 s of 237 s of dbt's nodes at
+    # 100k people, 26 sites, 13 months).
+    overall = cells[cells.breakdown == "overall"].sort_values("period_end", kind="stable")
+    histories = {key: g for key, g in overall.groupby(["site_code", "indicator_id"], sort=False)}
     rows = []
     for (site, period, indicator), group in cells.groupby(["site_code", "period_end", "indicator_id"], sort=True):
         meta = catalogue.loc[indicator]
-        history = cells[(cells.site_code == site) & (cells.indicator_id == indicator)
-                        & (cells.breakdown == "overall") & (cells.period_end <= period)].sort_values("period_end")
+        history = histories.get((site, indicator), overall.iloc[0:0])
+        history = history[history.period_end <= period]
         rows.append({"site_code": site, "period_end": period, "indicator_id": indicator,
                      **_gap(st, group, meta), **_sii(st, group, meta, f"{site}|{period}|{indicator}"),
                      **_spc(st, history["value"].tolist(), meta)})
