@@ -284,8 +284,12 @@ def _landing_stats(landing: Path) -> tuple[int, int]:
     return size, rows
 
 
-def _fresh(root: Path) -> None:
-    for name in ("work", "warehouse", "floor.duckdb"):
+RUN_OUTPUTS = ("work", "warehouse", "floor.duckdb")  # what each measured run starts without
+INPUTS = ("landing", "generator_truth")
+
+
+def _remove(root: Path, names: tuple[str, ...]) -> None:
+    for name in names:
         path = root / name
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
@@ -311,8 +315,7 @@ def run_scale(scale: Scale, repeats: int, months: int, n_sites: int, root: Path,
         return result
     per_site = max(1, scale.people // n_sites)
     say(f"  generating {n_sites} sites x {months} months x {per_site:,} people ...")
-    shutil.rmtree(root / "landing", ignore_errors=True)
-    shutil.rmtree(root / "generator_truth", ignore_errors=True)
+    _remove(root, INPUTS)
     result.generate_s = _generate(root, sites_file, per_site, months, LAST_PERIOD, say)
     result.landing_bytes, result.event_rows = _landing_stats(root / "landing")
     say(f"  landing zone: {result.landing_bytes / 1e9:.2f} GB, {result.event_rows:,} event rows "
@@ -324,7 +327,7 @@ def run_scale(scale: Scale, repeats: int, months: int, n_sites: int, root: Path,
 
 def _once(result: ScaleResult, root: Path, sites_file: Path, per_site: int, i: int, repeats: int, say: Say) -> None:
     tag = f"  [{i + 1}/{repeats}]"
-    _fresh(root)
+    _remove(root, RUN_OUTPUTS)
     _remove_new_month(root)
     env = _env(root, sites_file)
     cold = _drop_caches()
@@ -423,9 +426,7 @@ def run_benchmark(scales: list[Scale], repeats: int, months: int, n_sites: int, 
         say(f"scale {scale.label} ({scale.people:,} people):")
         results.append(run_scale(scale, repeats, months, n_sites, root, say))
         if not keep:
-            for name in ("landing", "generator_truth", "work", "warehouse", "floor.duckdb"):
-                path = root / name
-                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            _remove(root, INPUTS + RUN_OUTPUTS)
     out = root / f"results-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
     out.write_text(json.dumps({"machine": _machine(), "fixed_costs_s": fixed,
                                "scales": [asdict(r) for r in results]}, indent=2))

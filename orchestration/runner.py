@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from dataclasses import dataclass, field
-from datetime import datetime
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
