@@ -1,9 +1,13 @@
 """The dbt project as Dagster assets: every model, seed and test in one `@dbt_assets`, so dbt tests
 become asset checks (error severity blocks downstream, i.e. the publish) in the same run.
 
-Partitioned like the ingest: dbt is told the run's site-months through `--vars` (period_start,
-period_end, site_codes, and site_code for a one-site run) but builds every loaded site-period, which
-is cheap at this scale and keeps comparators and trends whole; the publish picks the run's site-periods.
+Not partitioned, unlike the ingest and the publish around it: dbt builds every loaded site-period
+(which keeps comparators and trends whole), so its models are one table each, not one per site-month.
+As partitioned assets, Dagster recorded a materialization per model, seed and snapshot per partition of
+the run (86 x 338 = 29,000 events for a nightly of 26 sites x 13 months, each ~10 ms of Dagster CPU:
+most of the dbt step's time; docs/performance.md). dbt is still told the run's site-months through
+`--vars` (period_start, period_end, site_codes, and site_code for a one-site run), read from the run's
+partition tags; the publish picks the run's site-periods.
 
 New `--vars` make dbt re-parse the whole project (dbt-core #3102). Each distinct set of vars therefore
 gets its own target directory under C20P5_WORK_DIR/dbt, whose partial_parse.msgpack the next run
@@ -25,7 +29,7 @@ import dagster as dg
 from dagster_dbt import (DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject,
                          dbt_assets)
 
-from orchestration.partitions import REPORTING, SINGLE_RUN, scope_of_run
+from orchestration.partitions import scope_of_run
 from orchestration.resources import PipelineResource
 from orchestration.retries import RETRY_POLICY, data_errors_fail_fast
 from orchestration.settings import DBT_PROJECT_DIR
@@ -79,7 +83,7 @@ def _prune_targets(work_dir: Path, keep: int = KEEP_TARGETS) -> None:
 
 
 @dbt_assets(manifest=ensure_manifest(), project=DBT_PROJECT, dagster_dbt_translator=TRANSLATOR,
-            partitions_def=REPORTING, backfill_policy=SINGLE_RUN, retry_policy=RETRY_POLICY)
+            retry_policy=RETRY_POLICY)
 def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource,
                pipeline: PipelineResource) -> Iterator:
     """`dbt build --vars {...}` against the private build database of this run's settings."""
