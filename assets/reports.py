@@ -8,17 +8,22 @@ statistics come from assets/statistics.py (XmR limits, gap labels), not a second
 See docs/reports.md.
 """
 
+import functools
+import hashlib
 import html
 import io
 import json
 import os
 import re
+import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib import rc_context
@@ -29,6 +34,7 @@ from assets import statistics as st
 from assets.warehouse import (BIGINT, BOOL, DATE, FLOAT, INDICATOR_VALUE_SPEC, INEQUALITY_SPEC, TEXT, Spec,
                               connect_warehouse)
 from orchestration.resources import PipelineResource
+from orchestration.retries import RETRY_POLICY
 from orchestration.settings import Settings
 
 TABLES = ("indicator_values", "inequality_summary", "indicators", "sites", "publications", "data_quality")
@@ -36,6 +42,7 @@ ETHNIC_GROUPS = ("Asian", "Black", "Mixed", "White", "Other", "Not stated")
 POPULATION_ORDER = {"adult": 0, "cyp": 1, "area": 2}
 SPC_MIN_POINTS = 15  # the min_points xmr() uses by default: MDC's "15 or more points" before judging
 SUPPRESSED, NO_DATA = "suppressed", "–"
+CHART_FOLDER = ".charts"  # the chart cache beside the pages (cached_chart)
 
 # NHS identity colours; the SPC ones are Making Data Count's icon colours.
 BLUE, PINK, GREY, DARK, RED, GREEN = "#005EB8", "#AE2573", "#768692", "#212B32", "#DA291C", "#007F3B"
@@ -304,6 +311,58 @@ def _signal_kind(signal: int, direction: str | None) -> str:
 # Charts: matplotlib figures serialised to inline SVG
 # ---------------------------------------------------------------------------------------------
 
+# Drawing is nearly all of a report build (about 5 s a site). A chart whose inputs did not change since
+# the last build (every site but one on a night that brings one site's month) is read back from a cache
+# beside the pages, keyed by this file, matplotlib's version and the chart's arguments.
+CHART_CACHE: ContextVar[Path | None] = ContextVar("chart_cache", default=None)
+_DRAWING_CODE = hashlib.sha256(Path(__file__).read_bytes() + matplotlib.__version__.encode()).hexdigest()
+
+
+def _fingerprint(arg: object) -> bytes:
+    """What a chart draws from an argument, as bytes: frames and rows without the publication id (never
+    drawn) or their positions in the warehouse's tables, so the same cells give the same key in every
+    publication. Content hashes, not pickles: two equal frames can pickle differently."""
+    if isinstance(arg, pd.DataFrame):
+        frame = arg.drop(columns=["publication_id"], errors="ignore")
+        layout = repr((list(frame.columns), [str(t) for t in frame.dtypes])).encode()
+        return layout + pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()
+    if isinstance(arg, pd.Series):
+        return repr(list(arg.drop(labels=["publication_id"], errors="ignore").items())).encode()
+    if isinstance(arg, dict):
+        return b"{" + b",".join(_fingerprint(k) + b":" + _fingerprint(v) for k, v in arg.items()) + b"}"
+    if isinstance(arg, (list, tuple)):
+        return b"[" + b",".join(_fingerprint(v) for v in arg) + b"]"
+    return repr(arg).encode()  # ids, numbers, dates, SpcView: reprs of plain values
+
+
+def cached_chart(draw: Callable[..., str]) -> Callable[..., str]:
+    """Memoise a chart function's SVG on disk while CHART_CACHE names a folder (write_reports sets it)."""
+    @functools.wraps(draw)
+    def chart(*args: object) -> str:
+        folder = CHART_CACHE.get()
+        if folder is None:
+            return draw(*args)
+        key = hashlib.sha256(f"{_DRAWING_CODE}|{draw.__name__}".encode())
+        for arg in args:
+            part = _fingerprint(arg)
+            key.update(len(part).to_bytes(8, "little") + part)
+        path = folder / f"{key.hexdigest()}.svg"
+        if path.exists():
+            os.utime(path)  # used by this build: kept by _prune_chart_cache
+            return path.read_text(encoding="utf-8")
+        text = draw(*args)
+        _write(path, text)
+        return text
+    return chart
+
+
+def _prune_chart_cache(folder: Path, since: float) -> None:
+    """Drop the charts this build did not use, so the cache holds one publication's charts, not all."""
+    for path in folder.glob("*.svg"):
+        if path.stat().st_mtime < since:
+            path.unlink(missing_ok=True)
+
+
 def _new_figure(width: float = 5.2, height: float = 3.0, **grid: object) -> tuple[Figure, list[Axes]]:
     with rc_context(RC):
         fig = Figure(figsize=(width, height))
@@ -376,6 +435,7 @@ def _missing_text(row: pd.Series | None) -> str:
     return SUPPRESSED if row is not None and bool(row["suppressed"]) else "no data"
 
 
+@cached_chart
 def quintile_chart(chart_id: str, quintiles: pd.DataFrame, core20: pd.DataFrame, summary: pd.Series | None,
                    meta: pd.Series) -> str:
     """Values by IMD quintile at their cumulative-rank midpoints, CIs, and the SII line."""
@@ -437,6 +497,7 @@ def _row(frame: pd.DataFrame, column: str, value: object) -> pd.Series | None:
     return hit.iloc[0] if len(hit) else None
 
 
+@cached_chart
 def gap_chart(chart_id: str, core20: pd.DataFrame, summary: pd.DataFrame, meta: pd.Series) -> str:
     """Core20 and the rest over time with CIs; the gap between them shaded and labelled per period."""
     fig, (ax,) = _new_figure()
@@ -487,6 +548,7 @@ def spc_view(overall: pd.DataFrame, meta: pd.Series) -> SpcView:
     return SpcView(list(rows["period_end"]), values, result)
 
 
+@cached_chart
 def spc_chart(chart_id: str, view: SpcView, meta: pd.Series) -> str:
     fig, (ax,) = _new_figure()
     xs = list(range(len(view.periods)))
@@ -516,6 +578,7 @@ def spc_chart(chart_id: str, view: SpcView, meta: pd.Series) -> str:
     return _figure("spc", chart_id, f"{meta['indicator_name']}: SPC chart", fig, caption, attrs)
 
 
+@cached_chart
 def breakdown_chart(chart_id: str, groups: pd.DataFrame, overall: float | None, meta: pd.Series) -> str:
     """Ethnicity and PLUS groups as a dot-and-interval plot against the site's overall value."""
     rows = [r for _, r in groups.iterrows()]
@@ -541,6 +604,7 @@ def breakdown_chart(chart_id: str, groups: pd.DataFrame, overall: float | None, 
                    "Ethnicity (blue) and the site's PLUS groups (pink), with 95% CIs.")
 
 
+@cached_chart
 def forest_chart(chart_id: str, rows: list[dict], meta: pd.Series) -> str:
     """Every site side by side: Core20 gap (MOVER CI) and SII (Monte Carlo CI), coloured by trend."""
     fig, axes = _new_figure(7.4, max(1.8, 0.42 * len(rows) + 1.1), ncols=2, sharey=True)
@@ -567,6 +631,7 @@ def forest_chart(chart_id: str, rows: list[dict], meta: pd.Series) -> str:
                    "period; orange: widening; blue: no change, or not enough periods to tell.")
 
 
+@cached_chart
 def gap_trend_chart(chart_id: str, summary: pd.DataFrame, names: dict[str, str], meta: pd.Series) -> str:
     fig, (ax,) = _new_figure(5.2, 2.8)
     for i, (code, group) in enumerate(summary.sort_values("period_end").groupby("site_code")):
@@ -1047,12 +1112,23 @@ def build_reports(warehouse_url: str, out_dir: Path, data_docs_index: Path | Non
     return write_reports(read_warehouse(warehouse_url), Path(out_dir), data_docs_index)
 
 
-def write_reports(tables: WarehouseTables, out_dir: Path, data_docs_index: Path | None = None) -> ReportIndex:
+def write_reports(tables: WarehouseTables, out_dir: Path, data_docs_index: Path | None = None,
+                  reuse_charts: bool = True) -> ReportIndex:
+    """The pages of `tables` in out_dir; with reuse_charts, unchanged charts come from out_dir/.charts."""
     out_dir.mkdir(parents=True, exist_ok=True)
     href = Path(os.path.relpath(data_docs_index, out_dir)).as_posix() if data_docs_index else None
     ctx = ReportContext(tables, href)
     codes = report_sites(ctx)
-    pages = render_pages(ctx, codes)
+    cache, started = out_dir / CHART_FOLDER, time.time() - 1  # 1 s: coarse file-system clocks
+    if reuse_charts:
+        cache.mkdir(exist_ok=True)
+    token = CHART_CACHE.set(cache if reuse_charts else None)
+    try:
+        pages = render_pages(ctx, codes)
+    finally:
+        CHART_CACHE.reset(token)
+    if reuse_charts:
+        _prune_chart_cache(cache, started)
     site_paths = {code: _write(out_dir / site_file(code), pages[code]) for code in codes}
     national = _write(out_dir / "national.html", pages[None])
     for stale in set(out_dir.glob("site_*.html")) - set(site_paths.values()):
@@ -1096,6 +1172,7 @@ def withheld_markdown(withheld: list[dict]) -> str:
 @dg.asset(
     group_name="publish",
     deps=["warehouse_publication"],
+    retry_policy=RETRY_POLICY,
     description="HTML reports of the latest publication beside the warehouse (<warehouse folder>/reports): a "
                 "self-contained page per site, a national comparison of sites and an index. See docs/reports.md.",
 )

@@ -1,0 +1,63 @@
+"""The chart cache: a rebuild reuses the charts whose inputs did not change, and the pages it writes
+are byte for byte the pages of a build that draws everything afresh."""
+import dataclasses
+from pathlib import Path
+
+import pandas as pd
+
+from assets.reports import CHART_FOLDER, WarehouseTables, read_warehouse, write_reports
+from tests.reports.conftest import Built
+
+
+def _pages(folder: Path) -> dict[str, str]:
+    return {p.name: p.read_text(encoding="utf-8") for p in sorted(folder.glob("*.html"))}
+
+
+def _charts(folder: Path) -> set[str]:
+    return {p.name for p in (folder / CHART_FOLDER).glob("*.svg")}
+
+
+def _one_site_changed(tables: WarehouseTables) -> tuple[WarehouseTables, str, str]:
+    """A later publication in which one site's overall value of one indicator moved (its latest period)."""
+    iv = tables.indicator_values
+    overall = iv[(iv["breakdown"] == "overall") & iv["value"].notna()]
+    row = overall.iloc[0]
+    hit = ((iv["site_code"] == row["site_code"]) & (iv["indicator_id"] == row["indicator_id"])
+           & (iv["breakdown"] == "overall") & (iv["period_end"] == row["period_end"]))
+    changed = iv.copy()
+    changed.loc[hit, "value"] = changed.loc[hit, "value"] * 1.1 + 0.5
+    changed["publication_id"] = changed["publication_id"] + 1  # every row belongs to the new publication
+    return dataclasses.replace(tables, indicator_values=changed), row["site_code"], row["indicator_id"]
+
+
+def test_a_rebuild_reuses_unchanged_charts_and_writes_the_same_pages(built: Built, tmp_path: Path) -> None:
+    tables = read_warehouse(str(built.warehouse))
+    cached, fresh = tmp_path / "cached", tmp_path / "fresh"
+    write_reports(tables, cached)
+    first = _charts(cached)
+    write_reports(tables, fresh, reuse_charts=False)
+    assert not (fresh / CHART_FOLDER).exists()
+    assert _pages(cached) == _pages(fresh) and len(first) > 20
+
+    write_reports(tables, cached)  # nothing changed: every chart from the cache, none added or dropped
+    assert _charts(cached) == first and _pages(cached) == _pages(fresh)
+
+    later, site, indicator = _one_site_changed(tables)
+    write_reports(later, cached)
+    write_reports(later, tmp_path / "later", reuse_charts=False)
+    assert _pages(cached) == _pages(tmp_path / "later")
+    assert _pages(cached)[f"site_{site}.html"] != _pages(fresh)[f"site_{site}.html"]
+    redrawn, dropped = _charts(cached) - first, first - _charts(cached)
+    # that site's charts of that indicator, and the national ones that show every site's value of it
+    assert 1 <= len(redrawn) <= 6 and len(dropped) == len(redrawn), (site, indicator, len(redrawn))
+
+
+def test_the_cache_key_ignores_the_publication_id_but_not_the_cells() -> None:
+    from assets.reports import _fingerprint
+    frame = pd.DataFrame({"publication_id": [1, 1], "value": [1.0, 2.0], "site_code": ["a", None]}, index=[10, 11])
+    later = frame.assign(publication_id=2).set_axis([0, 1]).copy()
+    assert _fingerprint(frame) == _fingerprint(later)
+    assert _fingerprint(frame) != _fingerprint(later.assign(value=[1.0, 2.5]))
+    assert _fingerprint(frame) != _fingerprint(later.iloc[::-1])  # row order is drawn
+    assert _fingerprint(frame.iloc[0]) == _fingerprint(later.iloc[0])
+    assert _fingerprint(frame.iloc[0]) != _fingerprint(frame.iloc[1])
