@@ -13,14 +13,18 @@ by_cell as (
            sum(i.numerator) as numerator, count(*) as denominator
     from persons as i
     inner join {{ ref('int_person_breakdowns') }} as b using (site_code, period_end, person_id)
-    group by all
+    group by i.site_code, i.period_end, i.indicator_id, b.breakdown, b.breakdown_value
 ),
 
+-- the catalogue's age bands, "18-39;40-59;60-79;80+": one row per band with its ages
 age_bands as (
     select indicator_id, band,
-           cast(regexp_extract(band, '^(\d+)', 1) as integer) as lower_age,
-           case when band like '%+' then 200 else cast(regexp_extract(band, '-(\d+)$', 1) as integer) end as upper_age
-    from (select indicator_id, unnest(string_split(age_bands, ';')) as band from catalogue where age_bands is not null)
+           cast(replace({{ dbt.split_part('band', "'-'", 1) }}, '+', '') as integer) as lower_age,
+           case when band like '%+' then 200 else cast({{ dbt.split_part('band', "'-'", 2) }} as integer) end as upper_age
+    from (
+        select indicator_id, unnest(string_to_array(age_bands, ';')) as band  -- DuckDB and PostgreSQL alike
+        from catalogue where age_bands is not null
+    ) as bands
 ),
 
 by_age as (
@@ -30,7 +34,7 @@ by_age as (
     from persons as i
     inner join {{ ref('int_registered_population') }} as p using (site_code, period_end, person_id)
     left join age_bands as a on a.indicator_id = i.indicator_id and p.age between a.lower_age and a.upper_age
-    group by all
+    group by i.site_code, i.period_end, i.indicator_id, coalesce(a.band, 'other')
 ),
 
 -- the person-based indicators each site publishes: every all_sites indicator, plus the local
@@ -70,7 +74,10 @@ left join counts as c using (site_code, period_end, indicator_id, breakdown, bre
 union all
 -- cells with people but outside the fixed grid (e.g. an age outside every band) are kept, not dropped
 select c.* from counts as c
-anti join grid as g using (site_code, period_end, indicator_id, breakdown, breakdown_value)
+where not exists (
+    select 1 from grid as g
+    where g.site_code = c.site_code and g.period_end = c.period_end and g.indicator_id = c.indicator_id
+        and g.breakdown = c.breakdown and g.breakdown_value = c.breakdown_value)
 union all
 select site_code, period_end, indicator_id, breakdown, breakdown_value, numerator, denominator
 from {{ ref('int_ind__knife_crime_rate') }}

@@ -23,4 +23,4 @@ from persons as p
 inner join {{ ref('int_person_breakdowns') }} as b using (site_code, period_end, person_id)
 inner join {{ ref('int_registered_population') }} as r using (site_code, period_end, person_id)
 inner join esp as e on r.age between e.age_lower and e.age_upper
-group by all
+group by p.site_code, p.period_end, p.indicator_id, b.breakdown, b.breakdown_value, e.age_band_order, e.esp2013_population

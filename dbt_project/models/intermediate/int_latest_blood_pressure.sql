@@ -13,7 +13,7 @@ with readings as (
 latest as (
     select site_code, period_end, person_id, kind, max(event_date) as reading_date
     from readings
-    group by all
+    group by site_code, period_end, person_id, kind
 ),
 
 lowest_on_latest_day as (
@@ -21,7 +21,7 @@ lowest_on_latest_day as (
     from readings as r
     inner join latest as l using (site_code, period_end, person_id, kind)
     where r.event_date = l.reading_date
-    group by all
+    group by r.site_code, r.period_end, r.person_id, r.kind, l.reading_date
 )
 
 select
@@ -33,4 +33,4 @@ select
     max(case when kind = 'diastolic' then value end) as diastolic,
     max(case when kind = 'diastolic' then reading_date end) as diastolic_date
 from lowest_on_latest_day
-group by all
+group by site_code, period_end, person_id

@@ -11,7 +11,7 @@
 with latest as (
     select site_code, period_end, person_id, codelist_id, max(event_date) as latest_date
     from {{ ref('int_coded_events') }}
-    group by all
+    group by site_code, period_end, person_id, codelist_id
 ),
 
 {% for register, resolved in registers.items() %}

@@ -8,10 +8,10 @@ select
     cast(s.breakdown_value as varchar) as breakdown_value,
     cast(s.numerator as bigint) as numerator,
     cast(s.denominator as bigint) as denominator,
-    cast(s.value as double) as value,
-    cast(s.lower_ci as double) as lower_ci,
-    cast(s.upper_ci as double) as upper_ci,
+    cast(s.value as double precision) as value,
+    cast(s.lower_ci as double precision) as lower_ci,
+    cast(s.upper_ci as double precision) as upper_ci,
     cast(s.unit as varchar) as unit,
-    cast(s.target as double) as target,
-    cast(s.comparator_value as double) as comparator_value
+    cast(s.target as double precision) as target,
+    cast(s.comparator_value as double precision) as comparator_value
 from {{ ref('int_indicator_statistics') }} as s

@@ -4,5 +4,5 @@ select
     person_id,
     cast(event_date as date) as event_date,
     code,
-    cast(value as double) as value
+    cast(value as double precision) as value
 from {{ source('extract', 'events') }}

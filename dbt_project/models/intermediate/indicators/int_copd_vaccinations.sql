@@ -17,7 +17,7 @@ vaccinations as (
         max(case when codelist_id = 'pneumococcal_vaccination' then 1 else 0 end) as pneumococcal
     from {{ ref('int_coded_events') }}
     where codelist_id in ('flu_vaccination', 'covid_vaccination', 'pneumococcal_vaccination')
-    group by all
+    group by site_code, period_end, person_id
 )
 
 select

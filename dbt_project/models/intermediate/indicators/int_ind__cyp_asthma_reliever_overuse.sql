@@ -7,7 +7,7 @@ with medication as (
         count(*) filter (where codelist_id = 'saba') as saba_issues
     from {{ ref('int_coded_events') }}
     where codelist_id in ('saba', 'asthma_preventer') and {{ in_window('event_date', 'period_end') }}
-    group by all
+    group by site_code, period_end, person_id
 )
 
 select

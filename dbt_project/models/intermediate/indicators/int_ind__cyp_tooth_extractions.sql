@@ -10,4 +10,4 @@ left join {{ ref('int_qualifying_admissions') }} as a
     on a.site_code = p.site_code and a.period_end = p.period_end and a.person_id = p.person_id
     and a.admission_type = 'tooth_extraction'
 where p.age <= 9
-group by all
+group by p.site_code, p.period_end, p.person_id

@@ -17,14 +17,15 @@ site_lsoas as (
 residents as (
     select lsoa21_code, sum(usual_residents) as residents
     from {{ source('reference', 'lsoa_population') }}
-    group by all
+    group by lsoa21_code
 ),
 
+{%- set month_end = dbt.last_day("cast(month || '-01' as date)", 'month') %}
 crimes as (
-    select lsoa21_code, last_day(cast(month || '-01' as date)) as month_end, count(*) as crimes
+    select lsoa21_code, {{ month_end }} as month_end, count(*) as crimes
     from {{ source('reference', 'police_crimes') }}
     where crime_type = 'Possession of weapons' and lsoa21_code is not null
-    group by all
+    group by lsoa21_code, {{ month_end }}
 ),
 
 by_lsoa as (
@@ -35,7 +36,7 @@ by_lsoa as (
     left join residents as r using (lsoa21_code)
     left join crimes as c
         on c.lsoa21_code = l.lsoa21_code and {{ in_window('c.month_end', 'l.period_end') }}
-    group by all
+    group by l.site_code, l.period_end, l.lsoa21_code, l.imd_quintile, l.core20, coalesce(r.residents, 0)
 ),
 
 cells (breakdown, breakdown_value) as (
@@ -69,4 +70,4 @@ select
     coalesce(sum(l.residents), 0) as denominator
 from grid as g
 left join lsoa_cells as l using (site_code, period_end, breakdown, breakdown_value)
-group by all
+group by g.site_code, g.period_end, g.breakdown, g.breakdown_value

@@ -23,7 +23,7 @@ checks as (
         end) as checks_done
     from {{ ref('int_coded_events') }}
     where {{ in_window('event_date', 'period_end') }}
-    group by all
+    group by site_code, period_end, person_id
 )
 
 select

@@ -7,12 +7,17 @@ with statuses as (
     from {{ ref('int_coded_events') }}
     where codelist_id in ('current_smoker', 'non_smoker_status')
         and {{ in_window('event_date', 'period_end') }}
-    group by all
+    group by site_code, period_end, person_id, event_date
 ),
 
 latest as (
-    select * from statuses
-    qualify row_number() over (partition by site_code, period_end, person_id order by event_date desc) = 1
+    select site_code, period_end, person_id, event_date, is_current
+    from (
+        select statuses.*,
+               row_number() over (partition by site_code, period_end, person_id order by event_date desc) as recency
+        from statuses
+    ) as ranked
+    where recency = 1
 ),
 
 support as (
