@@ -1,24 +1,21 @@
 """Fixes for problems the fault suite found (docs/reliability.md, "Fixed since first found"), pinned
 fast: what `c20p5 run` says when a step fails (its cause; whether the publication was written), the
-lock-timeout setting, the reference fingerprint of a replay elsewhere, and the same DSR bits whatever
-order the age bands arrive in."""
+lock-timeout setting and the reference fingerprint of a replay elsewhere. (The same DSR bits whatever
+order the age bands arrive in: tests/unit/test_statistics_sql.py, since the statistics are SQL.)"""
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
 import dagster as dg
-import numpy as np
-import pandas as pd
 import pytest
 
 from assets.reference import reference_fingerprint
 from orchestration.resources import BuildDatabaseLocked
 from orchestration.runner import _outcome
-from orchestration.settings import DBT_PROJECT_DIR, SHIPPED_REFERENCE_DIR, SettingsError, load_settings
+from orchestration.settings import SHIPPED_REFERENCE_DIR, SettingsError, load_settings
 
 
 def failed_outcome(body) -> str:
@@ -112,30 +109,3 @@ def test_reference_fingerprint_follows_content_not_location(tmp_path: Path) -> N
     assert fingerprint(tmp_path / "b") == first
     assert fingerprint(tmp_path / "c", extra=b"\n") != first
     assert fingerprint(tmp_path / "d", name="2022-11-lancashire-street.csv") != first
-
-
-def test_dsr_bits_do_not_depend_on_the_order_of_the_age_bands() -> None:
-    """int_indicator_statistics sums a cell's ESP2013 bands in age order, so the same counts publish the
-    same HYP_PREVALENCE_DSR values to the last bit however DuckDB's aggregation ordered its rows."""
-    spec = importlib.util.spec_from_file_location(
-        "int_indicator_statistics", DBT_PROJECT_DIR / "models" / "marts" / "int_indicator_statistics.py")
-    model = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(model)
-    rng = np.random.default_rng(3)
-    esp = pd.read_csv(SHIPPED_REFERENCE_DIR / "esp2013_19_age_bands.csv")
-    cells = []
-    for c in range(30):
-        denominators = rng.integers(7, 4000, len(esp))
-        cells.append(pd.DataFrame({
-            "site_code": "aa", "period_end": "2026-10-31", "indicator_id": "HYP_PREVALENCE_DSR",
-            "breakdown": "imd_quintile", "breakdown_value": str(c), "age_band_order": esp.age_band_order,
-            "esp2013_population": esp.esp2013_population, "denominator": denominators,
-            "numerator": rng.integers(0, denominators)}))
-    bands = pd.concat(cells, ignore_index=True)
-    catalogue = pd.DataFrame({"indicator_id": ["HYP_PREVALENCE_DSR"], "unit": ["%"], "multiplier": [100.0],
-                              "target": [np.nan]})
-    values = [model._standardised(bands.sample(frac=1, random_state=seed), catalogue)
-              .sort_values("breakdown_value")[["value", "lower_ci", "upper_ci"]].to_numpy()
-              for seed in range(6)]
-    for other in values[1:]:
-        assert other.tobytes() == values[0].tobytes()
