@@ -3,18 +3,14 @@ the nightly job runs once on a small generated landing zone, the floor runs on t
 every row of evaluation.indicator_values must come out the same (counts exactly, floats to 1e-9)."""
 from __future__ import annotations
 
-from datetime import date
-
 import numpy as np
 import pandas as pd
 import pytest
 
-from assets.generator import generate_landing
 from assets.warehouse import connect_warehouse
 from benchmarks.floor import run_floor
-from orchestration.runner import run_nightly
-from orchestration.settings import Settings, load_settings
-from tests.conftest import env_for
+from orchestration.settings import Settings
+from tests.conftest import nightly_on_generated_landing
 
 pytestmark = pytest.mark.slow
 KEYS = ["site_code", "period_end", "indicator_id", "breakdown", "breakdown_value"]
@@ -24,14 +20,7 @@ FLOATS = ["value", "lower_ci", "upper_ci", "comparator_value"]
 
 @pytest.fixture(scope="module")
 def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, pd.DataFrame]:
-    root = tmp_path_factory.mktemp("floor")
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in env_for(root).items():
-            mp.setenv(key, value)
-        settings = load_settings()
-        generate_landing(settings, people_per_site=400, months=2, last_period=date(2026, 10, 31), seed=11)
-        outcome = run_nightly(settings)
-    assert outcome.success and not outcome.withheld, outcome.describe()
+    settings = nightly_on_generated_landing(tmp_path_factory.mktemp("floor"))
     con = connect_warehouse(settings.warehouse_url)
     try:
         return settings, con.execute("select * exclude (publication_id) from evaluation.indicator_values").df()
