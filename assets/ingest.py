@@ -2,8 +2,10 @@
 
 landed_submissions -> raw_<kind> (x6, staged as text) -> [pandera check per kind] -> staged_extracts
 A submission with any error is quarantined untouched; the others move on to `raw.<kind>`.
-Partitioned by site and month (orchestration/partitions.py): a run ingests its partitions'
-submissions only. Every step retries transient I/O and fails at once on anything else.
+landed_submissions and staged_extracts are partitioned by site and month (orchestration/partitions.py):
+a run ingests its partitions' submissions only. The raw_<kind> staging in between is not (scratch
+tables of the run). Checks and rules run over all of the run's submissions at once, one query or scan
+per rule or kind, not per submission. Every step retries transient I/O and fails at once on anything else.
 """
 
 import json
@@ -16,16 +18,17 @@ import duckdb
 from assets.reference import REFERENCE_FILES, load_reference, reference_fingerprint
 from orchestration.settings import SHIPPED_REFERENCE_DIR, Settings
 from assets.submissions import (Submission, check_header, create_pending_table, discover, load_pending,
-                                quarantine, validate_pending, verify_manifest)
+                                quarantine, validate_pending_many, verify_manifest)
 from checks.issues import ERROR, Issue, record_issues
-from checks.rules import run_rules, volume_anomalies
+from checks.rules import Checked, VolumeHistory, rule_issues
 from checks.schemas import FILE_COLUMNS, FILE_KINDS
 from orchestration.partitions import REPORTING, SINGLE_RUN, Scope, is_period, scope_of_run
 from orchestration.resources import PipelineResource
 from orchestration.retries import RETRY_POLICY, data_errors_fail_fast
 
 GROUP = "ingest"
-# Every ingest asset is partitioned by site and month: a run ingests only its partitions' submissions.
+# The ingest's record of what went in is partitioned by site and month: a run ingests only its
+# partitions' submissions.
 PARTITIONED = {"partitions_def": REPORTING, "backfill_policy": SINGLE_RUN, "retry_policy": RETRY_POLICY}
 
 
@@ -201,7 +204,9 @@ def _reject(con: duckdb.DuckDBPyConnection, sub: Submission, issues: list[Issue]
 
 
 def _raw_asset(kind: str) -> dg.AssetsDefinition:
-    @dg.asset(name=f"raw_{kind}", group_name=GROUP, deps=[landed_submissions], **PARTITIONED,
+    # Not partitioned: a scratch table of the run's submissions (staged_extracts records which site-months
+    # went in), so one materialization per run rather than one per partition of it.
+    @dg.asset(name=f"raw_{kind}", group_name=GROUP, deps=[landed_submissions], retry_policy=RETRY_POLICY,
               description=f"`{kind}` files of this run's verified submissions, staged as text with line numbers "
                           f"(columns: {', '.join(FILE_COLUMNS[kind])}).")
     def _asset(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
@@ -238,10 +243,10 @@ def _schema_check(kind: str) -> dg.AssetChecksDefinition:
 def _validate(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource, kind: str) -> dg.AssetCheckResult:
     report: list[dict] = []
     with pipeline.build_db() as con:
-        for sub in Pending.of_run(con, context.run.run_id):
-            if _has_errors(con, context.run.run_id, sub, f"load_{kind}"):
-                continue  # unreadable file: already reported by the load
-            issues = validate_pending(con, sub, kind)
+        # an unreadable file is already reported by the load
+        readable = [s for s in Pending.of_run(con, context.run.run_id)
+                    if not _has_errors(con, context.run.run_id, s, f"load_{kind}")]
+        for issues in validate_pending_many(con, readable, kind).values():
             record_issues(con, context.run.run_id, f"schema_{kind}", issues)
             report += [i.as_dict() for i in issues]
     return dg.AssetCheckResult(
@@ -282,27 +287,37 @@ def staged_extracts(context: dg.AssetExecutionContext, pipeline: PipelineResourc
 def _promote_run(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
     settings = pipeline.settings()
     run_id = context.run.run_id
-    accepted, rejected = [], []
+    accepted: list[Submission] = []
+    rejected = []
     with pipeline.build_db() as con:
         _ensure_audit(con)
         _ensure_raw_tables(con)
-        for sub in Pending.of_run(con, run_id):
-            names = {k: sub.data_file(k).name for k in FILE_KINDS if sub.data_file(k)}
-            if not _has_errors(con, run_id, sub):
-                issues = run_rules(con, sub.submission_id, sub.site_code, sub.period_end, names)
-                issues += volume_anomalies(con, sub.submission_id, sub.site_code, sub.period_end, names)
-                record_issues(con, run_id, "rules", issues)
+        subs = Pending.of_run(con, run_id)
+        checked = {s.submission_id: _checked(s) for s in subs if not _has_errors(con, run_id, s)}
+        found = rule_issues(con, list(checked.values()))
+        volumes = VolumeHistory(con, list(checked.values()))
+        for sub in subs:
+            if c := checked.get(sub.submission_id):
+                record_issues(con, run_id, "rules", found[sub.submission_id] + volumes.anomalies(c))
             if _has_errors(con, run_id, sub):
                 rejected.append(_reject(con, sub, _issues_of(con, run_id, sub), settings, run_id, "decision"))
                 continue
-            _promote(con, sub)
-            accepted.append(sub.submission_id)
+            accepted.append(sub)
+            if c:
+                volumes.promoted(c)  # the next months of this site are judged against this one too
+        _promote(con, accepted)
         loaded = con.execute("""select site_code, period_end from audit.submissions where status = 'loaded'
                                 order by 1, 2""").fetchall()
-    context.log.info(f"accepted {accepted}; rejected {[r['submission'] for r in rejected]}")
+    ids = [s.submission_id for s in accepted]
+    context.log.info(f"accepted {ids}; rejected {[r['submission'] for r in rejected]}")
     return dg.MaterializeResult(metadata={
-        "accepted": dg.MetadataValue.json(accepted), "rejected": dg.MetadataValue.json(rejected),
+        "accepted": dg.MetadataValue.json(ids), "rejected": dg.MetadataValue.json(rejected),
         "site_periods_loaded": len(loaded)})
+
+
+def _checked(sub: Submission) -> Checked:
+    return Checked(sub.submission_id, sub.site_code, sub.period_end,
+                   {k: sub.data_file(k).name for k in FILE_KINDS if sub.data_file(k)})
 
 
 def _issues_of(con: duckdb.DuckDBPyConnection, run_id: str, sub: Submission) -> list[Issue]:
@@ -320,19 +335,32 @@ def _ensure_raw_tables(con: duckdb.DuckDBPyConnection) -> None:
                     f"submission_id varchar, {cols})")
 
 
-def _promote(con: duckdb.DuckDBPyConnection, sub: Submission) -> None:
-    """Replace the site-period snapshot in raw.<kind> in one transaction."""
+def _promote(con: duckdb.DuckDBPyConnection, subs: list[Submission]) -> None:
+    """Replace the site-period snapshots of `subs` in raw.<kind>, all in one transaction and one statement
+    per kind (per submission, each statement rescanned the tables once per submission). Of two deliveries
+    of one site-period, the later in `subs` stands, as if promoted one after the other."""
+    if not subs:
+        return
+    standing = list({(s.site_code, s.period_end): s for s in subs}.values())
     con.execute("begin")
+    con.execute("create or replace temp table _promoted (submission_id varchar, site_code varchar, period_end date)")
+    con.executemany("insert into _promoted values (?, ?, cast(? as date))",
+                    [[s.submission_id, s.site_code, s.period_end] for s in standing])
     for kind in FILE_KINDS:
-        cols = ", ".join(f'"{c}"' for c in FILE_COLUMNS[kind])
-        con.execute(f"delete from raw.{kind} where site_code = ? and period_end = ?", [sub.site_code, sub.period_end])
-        con.execute(f"""insert into raw.{kind} select ?, cast(? as date), submission_id, {cols}
-            from pending.{kind} where submission_id = ?""", [sub.site_code, sub.period_end, sub.submission_id])
-        con.execute(f"delete from pending.{kind} where submission_id = ?", [sub.submission_id])
-    con.execute("""update audit.submissions set status = 'superseded'
-                   where site_code = ? and period = ? and status = 'loaded'""", [sub.site_code, sub.period])
-    con.execute("update audit.submissions set status = 'loaded', decided_at = now() where submission_id = ?",
-                [sub.submission_id])
+        cols = ", ".join(f'k."{c}"' for c in FILE_COLUMNS[kind])
+        con.execute(f"""delete from raw.{kind} r using _promoted p
+                        where r.site_code = p.site_code and r.period_end = p.period_end""")
+        # in submission and file order, as loaded one by one before: row order reaches the models
+        con.execute(f"""insert into raw.{kind} select p.site_code, p.period_end, k.submission_id, {cols}
+            from pending.{kind} k join _promoted p using (submission_id) order by p.site_code, p.period_end, k._line""")
+        con.execute(f"delete from pending.{kind} where submission_id in (select unnest(?))",
+                    [[s.submission_id for s in subs]])
+    for sub in subs:
+        con.execute("""update audit.submissions set status = 'superseded'
+                       where site_code = ? and period = ? and status = 'loaded'""", [sub.site_code, sub.period])
+        con.execute("update audit.submissions set status = 'loaded', decided_at = now() where submission_id = ?",
+                    [sub.submission_id])
+    con.execute("drop table _promoted")
     con.execute("commit")
 
 

@@ -10,7 +10,7 @@ import csv
 import hashlib
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -349,30 +349,55 @@ def _line_from_error(text: str) -> int | None:
 
 def validate_pending(con: duckdb.DuckDBPyConnection, sub: Submission, kind: str,
                      batch_rows: int = 1_000_000) -> list[Issue]:
-    """pandera, lazily (every failure, not the first), over the staged text in bounded batches."""
-    file = sub.data_file(kind).name  # type: ignore[union-attr]
-    schema = schema_for(kind, date.fromisoformat(sub.period_end))
-    cols = ", ".join(f'"{c}"' for c in FILE_COLUMNS[kind])
-    reader = con.execute(f"select _line, {cols} from pending.{kind} where submission_id = ? order by _line",
-                         [sub.submission_id]).to_arrow_reader(batch_rows)
-    issues: list[Issue] = []
-    failures = 0
-    for batch in reader:
-        frame = pl.from_arrow(batch)
+    """pandera, lazily (every failure, not the first), over one submission's staged text."""
+    return validate_pending_many(con, [sub], kind, batch_rows)[sub.submission_id]
+
+
+@dataclass
+class _Findings:
+    """One submission's schema failures so far: the first MAX_FAILURES_REPORTED, and how many in all."""
+    sub: Submission
+    schema: pa.DataFrameSchema
+    issues: list[Issue] = field(default_factory=list)
+    failures: int = 0
+
+    def validate(self, file: str, frame: pl.DataFrame) -> None:
         try:
-            schema.validate(frame.drop("_line"), lazy=True)
+            self.schema.validate(frame.drop("_line"), lazy=True)
         except pa.errors.SchemaErrors as exc:
             cases = exc.failure_cases
-            failures += cases.height
+            self.failures += cases.height
             lines = frame["_line"]
-            for case in cases.head(max(0, MAX_FAILURES_REPORTED - len(issues))).iter_rows(named=True):
+            for case in cases.head(max(0, MAX_FAILURES_REPORTED - len(self.issues))).iter_rows(named=True):
                 line = None if case["index"] is None else int(lines[int(case["index"])])
-                issues.append(_issue(sub, file, schema_message(case["column"], case["failure_case"], case["check"]),
-                                     "schema", row=line, column=case["column"]))
-    if failures > len(issues):
-        issues.append(_issue(sub, file, f"{failures} values failed validation in all; the first "
-                                        f"{len(issues)} are listed", "schema_summary"))
-    return issues
+                self.issues.append(_issue(self.sub, file, schema_message(case["column"], case["failure_case"],
+                                                                         case["check"]), "schema", row=line,
+                                          column=case["column"]))
+
+    def result(self, file: str) -> list[Issue]:
+        if self.failures > len(self.issues):
+            return [*self.issues, _issue(self.sub, file, f"{self.failures} values failed validation in all; the "
+                                                         f"first {len(self.issues)} are listed", "schema_summary")]
+        return self.issues
+
+
+def validate_pending_many(con: duckdb.DuckDBPyConnection, subs: list[Submission], kind: str,
+                          batch_rows: int = 1_000_000) -> dict[str, list[Issue]]:
+    """pandera, lazily, over the staged text of every submission in `subs` in one scan of
+    pending.<kind> and bounded batches (one scan per submission reread the whole run's rows each time).
+    The scan keeps load order, so a submission's rows come together and by line."""
+    findings = {s.submission_id: _Findings(s, schema_for(kind, date.fromisoformat(s.period_end))) for s in subs}
+    if not subs:
+        return {}
+    cols = ", ".join(f'"{c}"' for c in FILE_COLUMNS[kind])
+    reader = con.execute(f"""select submission_id, _line, {cols} from pending.{kind}
+                             where submission_id in (select unnest(?))""", [list(findings)]).to_arrow_reader(batch_rows)
+    for batch in reader:
+        for part in pl.from_arrow(batch).partition_by("submission_id", maintain_order=True):
+            found = findings[part["submission_id"][0]]
+            part = part.drop("submission_id")
+            found.validate(found.sub.data_file(kind).name, part if part["_line"].is_sorted() else part.sort("_line"))
+    return {i: f.result(f.sub.data_file(kind).name) for i, f in findings.items()}  # type: ignore[union-attr]
 
 
 def schema_message(column: str | None, value: object, check: str) -> str:

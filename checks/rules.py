@@ -1,15 +1,21 @@
 """Submission rules that need more than one row or file: run as SQL inside the build database.
 
-Each rule is one query over the staged text (`pending.<kind>`, with `_line` = line in the file)
-returning the offending rows; the first few are reported with their line numbers.
+Each rule is one query over the staged text (`pending.<kind>`, with `_line` = line in the file) of
+every submission a run checks at once (the temp table `_checked`: submission_id, site_code,
+period_end), returning the offending rows by submission; the first few of each are reported with
+their line numbers. Set-based, not one query per rule per submission: the staged tables hold every
+submission of the run, so per-submission queries rescanned them once per submission (quadratic in
+a backfill's size).
 """
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
+from statistics import median
 
 import duckdb
 
-from checks.issues import ERROR, WARNING, Issue
+from checks.issues import WARNING, Issue
 from checks.schemas import FILE_KINDS
 
 MAX_REPORTED = 20
@@ -22,8 +28,20 @@ class Rule:
     name: str
     file: str
     column: str | None
-    sql: str  # selects _line, value for offending rows; parameters: submission_id, site_code, period_end
+    sql: str  # selects submission_id, _line, value for offending rows of the submissions in _checked
     message: str  # formatted with {value}
+
+
+@dataclass(frozen=True)
+class Checked:
+    """One submission the rules look at, and the names its files arrived under."""
+    submission_id: str
+    site_code: str
+    period_end: str
+    file_names: dict[str, str]
+
+    def file(self, kind: str) -> str:
+        return self.file_names.get(kind, f"{kind}.csv")
 
 
 # An NHS number: 10 digits whose last is the modulus-11 check digit of the first nine (11 -> 0; 10 never valid).
@@ -36,11 +54,12 @@ NHS_NUMBER_MIN = 3
 def _nhs_number_rule(kind: str) -> Rule:
     return Rule(
         "nhs_number_as_person_id", kind, "person_id",
-        f"""with ten as (select _line, person_id, {_NHS_CHECK} as valid from pending.{kind}
-                         where submission_id = $1 and regexp_full_match(person_id, '[0-9]{{10}}'))
-            select _line, '' from ten where valid
-            and (select count(*) filter (where valid) from ten) >= {NHS_NUMBER_MIN}
-            and (select avg(cast(valid as integer)) from ten) > {NHS_NUMBER_SHARE}""",
+        f"""with ten as (select submission_id, _line, {_NHS_CHECK} as valid from pending.{kind}
+                         join _checked using (submission_id) where regexp_full_match(person_id, '[0-9]{{10}}')),
+            share as (select submission_id from ten group by submission_id
+                      having count(*) filter (where valid) >= {NHS_NUMBER_MIN}
+                      and avg(cast(valid as integer)) > {NHS_NUMBER_SHARE})
+            select submission_id, _line, '' from ten join share using (submission_id) where valid""",
         "person_id looks like an NHS number (10 digits with a valid check digit, like most person_ids in this "
         "file; not repeated here): send the pseudonymised token, never the NHS number")
 
@@ -49,96 +68,129 @@ def _nhs_number_rule(kind: str) -> Rule:
 # published in `data_quality`. The row and column say where to look.
 RULES: tuple[Rule, ...] = (
     Rule("duplicate_person", "patients", "person_id",
-         """select _line, string_agg(cast(other as varchar), ', ' order by other) from (
-                select p._line, q._line as other from pending.patients p join pending.patients q
-                  on q.submission_id = p.submission_id and q.person_id = p.person_id and q._line <> p._line
-                where p.submission_id = $1) group by _line""",
+         """select p.submission_id, p._line, string_agg(cast(q._line as varchar), ', ' order by q._line)
+            from pending.patients p join _checked using (submission_id) join pending.patients q
+              on q.submission_id = p.submission_id and q.person_id = p.person_id and q._line <> p._line
+            group by p.submission_id, p._line""",
          "this person_id appears more than once (also on row {value}); each person must have one row"),
     Rule("unknown_practice", "patients", "practice_code",
-         """select _line, practice_code from pending.patients where submission_id = $1
-            and practice_code not in (select practice_code from ref.practices)""",
+         """select submission_id, _line, practice_code from pending.patients join _checked using (submission_id)
+            where practice_code not in (select practice_code from ref.practices)""",
          "practice_code {value!r} is not a known GP practice (NHS England / ODS practice lists)"),
     Rule("practice_outside_site", "patients", "practice_code",
-         """select _line, practice_code from pending.patients where submission_id = $1
-            and practice_code in (select practice_code from ref.practices)
-            and practice_code not in (select practice_code from ref.site_practices where site_code = $2)""",
+         """select p.submission_id, p._line, p.practice_code from pending.patients p join _checked c using (submission_id)
+            where p.practice_code in (select practice_code from ref.practices)
+            and not exists (select 1 from ref.site_practices s
+                            where s.site_code = c.site_code and s.practice_code = p.practice_code)""",
          "practice_code {value!r} is not one of this site's practices (see the site registry's geography)"),
     Rule("unknown_lsoa", "patients", "lsoa_code",
-         """select _line, lsoa_code from pending.patients where submission_id = $1 and lsoa_code is not null
-            and lsoa_code not in (select lsoa_code from ref.lsoa_to_lsoa21)""",
+         """select submission_id, _line, lsoa_code from pending.patients join _checked using (submission_id)
+            where lsoa_code is not null and lsoa_code not in (select lsoa_code from ref.lsoa_to_lsoa21)""",
          "lsoa_code {value!r} is not an English LSOA (2021 or 2011)"),
     Rule("registration_order", "patients", "registration_end",
-         """select _line, registration_end from pending.patients where submission_id = $1
-            and registration_end < registration_start""",
+         """select submission_id, _line, registration_end from pending.patients join _checked using (submission_id)
+            where registration_end < registration_start""",
          "registration_end {value} is before registration_start"),
     Rule("impossible_age", "patients", "birth_month",
-         f"""select _line, '' from pending.patients where submission_id = $1
-            and cast(birth_month || '-01' as date) < cast($3 as date) - interval {MAX_AGE_YEARS} year""",
+         f"""select submission_id, _line, '' from pending.patients join _checked c using (submission_id)
+            where cast(birth_month || '-01' as date) < cast(c.period_end as date) - interval {MAX_AGE_YEARS} year""",
          f"birth_month gives an age over {MAX_AGE_YEARS} at the period end (value not repeated here): "
          "check the birth month"),
     Rule("death_before_birth", "patients", "date_of_death",
-         """select _line, '' from pending.patients where submission_id = $1
-            and date_of_death < birth_month || '-01'""",
+         """select submission_id, _line, '' from pending.patients join _checked using (submission_id)
+            where date_of_death < birth_month || '-01'""",
          "date_of_death is before the month of birth (values not repeated here)"),
+    # A submission with no patients at all is reported as such (no_patients), not row by row here.
     *(Rule("unknown_person", kind, "person_id",
-           f"""select _line, '' from pending.{kind} where submission_id = $1
-               and (select count(*) from pending.patients where submission_id = $1) > 0
-               and person_id not in (select person_id from pending.patients where submission_id = $1
-                                     and person_id is not null)""",
+           f"""select e.submission_id, e._line, '' from pending.{kind} e join _checked using (submission_id)
+               where e.person_id is not null
+               and exists (select 1 from pending.patients p where p.submission_id = e.submission_id)
+               and not exists (select 1 from pending.patients p
+                               where p.submission_id = e.submission_id and p.person_id = e.person_id)""",
            "this person_id is not in patients.csv: every person with records must be listed in patients.csv")
       for kind in FILE_KINDS if kind != "patients"),
     *(_nhs_number_rule(kind) for kind in FILE_KINDS),
 )
 
 
-# Every rule sees the same three parameters through one CTE (DuckDB refuses unused parameters).
-_PARAMS = "with _p as (select cast($1 as varchar) as sub, cast($2 as varchar) as site, cast($3 as varchar) as period_end)"
-
-
-def _bind(sql: str) -> str:
-    return (sql.replace("$1", "(select sub from _p)").replace("$2", "(select site from _p)")
-            .replace("$3", "(select period_end from _p)"))
-
-
 def run_rules(con: duckdb.DuckDBPyConnection, submission_id: str, site_code: str, period_end: str,
               file_names: dict[str, str]) -> list[Issue]:
     """Every rule for one staged submission; `file_names` maps kind to the file name received."""
-    issues: list[Issue] = []
-    params = [submission_id, site_code, period_end]
-    if con.execute("select count(*) from pending.patients where submission_id = ?", [submission_id]).fetchone()[0] == 0:
-        issues.append(Issue(site_code, period_end, file_names.get("patients", "patients.csv"), None, None,
-                            "no_patients", "has no data rows: a submission lists every person registered at a site "
-                                           "practice on the period end, so patients.csv cannot be empty"))
+    return rule_issues(con, [Checked(submission_id, site_code, period_end, file_names)])[submission_id]
+
+
+def rule_issues(con: duckdb.DuckDBPyConnection, checked: list[Checked]) -> dict[str, list[Issue]]:
+    """Every rule for every submission in `checked`, each rule one query: issues by submission_id, in
+    rule order and, within a rule, by line."""
+    by_id = {c.submission_id: c for c in checked}
+    issues: dict[str, list[Issue]] = {c.submission_id: [] for c in checked}
+    if not checked:
+        return issues
+    con.execute("create or replace temp table _checked (submission_id varchar, site_code varchar, period_end varchar)")
+    con.executemany("insert into _checked values (?, ?, ?)", [[c.submission_id, c.site_code, c.period_end] for c in checked])
+    with_patients = {r[0] for r in con.execute(
+        "select distinct submission_id from pending.patients join _checked using (submission_id)").fetchall()}
+    for c in checked:
+        if c.submission_id not in with_patients:
+            issues[c.submission_id].append(Issue(
+                c.site_code, c.period_end, c.file("patients"), None, None, "no_patients",
+                "has no data rows: a submission lists every person registered at a site practice on the period "
+                "end, so patients.csv cannot be empty"))
     for rule in RULES:
-        rows = con.execute(f"{_PARAMS} select * from ({_bind(rule.sql)}) order by 1 limit {MAX_REPORTED + 1}",
-                           params).fetchall()
-        file = file_names.get(rule.file, f"{rule.file}.csv")
-        for line, value in rows[:MAX_REPORTED]:
-            issues.append(Issue(site_code, period_end, file, line, rule.column, rule.name,
-                                rule.message.format(value=value)))
-        if len(rows) > MAX_REPORTED:
-            total = con.execute(f"{_PARAMS} select count(*) from ({_bind(rule.sql)})", params).fetchone()[0]
-            issues.append(Issue(site_code, period_end, file, None, rule.column, rule.name,
-                                f"{total} rows break this rule in all; the first {MAX_REPORTED} are listed"))
+        rows = con.execute(f"""select submission_id, _line, value, total from (
+                select submission_id, _line, value, count(*) over (partition by submission_id) as total,
+                       row_number() over (partition by submission_id order by _line) as n
+                from ({rule.sql}) as hits(submission_id, _line, value))
+            where n <= {MAX_REPORTED} order by submission_id, _line""").fetchall()
+        for sub_id, line, value, total in rows:
+            c = by_id[sub_id]
+            issues[sub_id].append(Issue(c.site_code, c.period_end, c.file(rule.file), line, rule.column, rule.name,
+                                        rule.message.format(value=value)))
+        for sub_id, total in sorted({(r[0], r[3]) for r in rows if r[3] > MAX_REPORTED}):
+            c = by_id[sub_id]
+            issues[sub_id].append(Issue(c.site_code, c.period_end, c.file(rule.file), None, rule.column, rule.name,
+                                        f"{total} rows break this rule in all; the first {MAX_REPORTED} are listed"))
+    con.execute("drop table _checked")
     return issues
 
 
-def volume_anomalies(con: duckdb.DuckDBPyConnection, submission_id: str, site_code: str, period_end: str,
-                     file_names: dict[str, str]) -> list[Issue]:
-    """A file far larger than this site usually sends is a warning, not an error: it still publishes."""
-    issues = []
-    for kind in FILE_KINDS:
-        if not _table_exists(con, "raw", kind):
-            continue
-        rows = con.execute(f"select count(*) from pending.{kind} where submission_id = ?", [submission_id]).fetchone()[0]
-        usual = con.execute(f"""select median(n) from (select count(*) as n from raw.{kind}
-                                where site_code = ? and period_end <> ? group by period_end)""",
-                            [site_code, period_end]).fetchone()[0]
-        if usual and rows > VOLUME_ANOMALY_FACTOR * usual:
-            issues.append(Issue(site_code, period_end, file_names.get(kind, f"{kind}.csv"), None, None,
-                                "volume_anomaly", f"has {rows} rows, more than {VOLUME_ANOMALY_FACTOR} times this "
-                                f"site's usual {int(usual)}: please confirm the extract", WARNING))
-    return issues
+class VolumeHistory:
+    """Rows per site-period of each kind in raw.<kind>, read once per run and kept up to date as the
+    run promotes submissions, so a backfill's later months are judged against its earlier ones."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, checked: list[Checked]):
+        self.rows: dict[str, dict[tuple[str, str], int]] = defaultdict(dict)   # kind -> (site, period_end) -> rows
+        self.pending: dict[str, dict[str, int]] = defaultdict(dict)           # kind -> submission_id -> rows
+        sites = sorted({c.site_code for c in checked})
+        ids = [c.submission_id for c in checked]
+        for kind in FILE_KINDS:
+            if _table_exists(con, "raw", kind):
+                for site, period, n in con.execute(f"""select site_code, cast(period_end as varchar), count(*)
+                        from raw.{kind} where site_code in (select unnest(?)) group by 1, 2""", [sites]).fetchall():
+                    self.rows[kind][(site, period)] = n
+            if _table_exists(con, "pending", kind):
+                self.pending[kind] = dict(con.execute(f"""select submission_id, count(*) from pending.{kind}
+                        where submission_id in (select unnest(?)) group by 1""", [ids]).fetchall())
+
+    def anomalies(self, c: Checked) -> list[Issue]:
+        """A file far larger than this site usually sends is a warning, not an error: it still publishes."""
+        issues = []
+        for kind in FILE_KINDS:
+            rows = self.pending[kind].get(c.submission_id, 0)
+            others = [n for (site, period), n in self.rows[kind].items() if site == c.site_code and period != c.period_end]
+            usual = median(others) if others else None
+            if usual and rows > VOLUME_ANOMALY_FACTOR * usual:
+                issues.append(Issue(c.site_code, c.period_end, c.file(kind), None, None, "volume_anomaly",
+                                    f"has {rows} rows, more than {VOLUME_ANOMALY_FACTOR} times this site's usual "
+                                    f"{int(usual)}: please confirm the extract", WARNING))
+        return issues
+
+    def promoted(self, c: Checked) -> None:
+        """c's rows now stand for its site-period in raw.<kind> (a re-delivery replaces the earlier ones)."""
+        for kind in FILE_KINDS:
+            self.rows[kind].pop((c.site_code, c.period_end), None)
+            if n := self.pending[kind].get(c.submission_id, 0):  # an empty site-period has no rows to count
+                self.rows[kind][(c.site_code, c.period_end)] = n
 
 
 def _table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
