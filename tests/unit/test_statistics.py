@@ -561,3 +561,18 @@ def test_sii_properties(inputs, seed):
     assert wide.sii_lower <= narrow.sii_lower <= narrow.sii <= narrow.sii_upper <= wide.sii_upper
     assert wide.rii_lower <= narrow.rii_lower <= narrow.rii_upper <= wide.rii_upper
     assert sii(values, pops, ses, reps=4000, seed=seed, confidence=0.9) == narrow
+
+
+def test_sii_many_gives_the_same_results_in_worker_processes_as_one_by_one() -> None:
+    from assets.statistics import SiiTask, sii_from_counts, sii_many
+    rng = np.random.default_rng(7)
+    tasks = [SiiTask(tuple(rng.integers(5, 60, 5).astype(float)), tuple(rng.integers(200, 900, 5).astype(float)),
+                     2 if i % 2 else 1, rate_multiplier=1000.0, multiplier=100.0 if i % 2 else 1.0, seed=i)
+             for i in range(12)]
+    tasks.append(SiiTask((0.0, 1.0, 2.0, 3.0, 4.0), (10.0,) * 5, 2, 1000.0, 100.0, 99))  # a zero count: refused
+    one_by_one = sii_many(tasks, workers=1)
+    assert sii_many(tasks, workers=2, parallel_from=1) == one_by_one
+    assert one_by_one[-1] is None and None not in one_by_one[:-1]
+    t = tasks[3]
+    assert one_by_one[3] == sii_from_counts(np.array(t.numerators), np.array(t.denominators), t.value_type,
+                                            rate_multiplier=t.rate_multiplier, multiplier=t.multiplier, seed=t.seed)

@@ -20,13 +20,17 @@ def model(dbt, session):
     # 100k people, 26 sites, 13 months).
     overall = cells[cells.breakdown == "overall"].sort_values("period_end", kind="stable")
     histories = {key: g for key, g in overall.groupby(["site_code", "indicator_id"], sort=False)}
+    groups = list(cells.groupby(["site_code", "period_end", "indicator_id"], sort=True))
+    tasks = {key: _sii_task(group, catalogue.loc[key[2]], "|".join(map(str, key))) for key, group in groups}
+    todo = [k for k, t in tasks.items() if t is not None]
+    sii = dict(zip(todo, st.sii_many([tasks[k] for k in todo])))  # the costly part, over every core
     rows = []
-    for (site, period, indicator), group in cells.groupby(["site_code", "period_end", "indicator_id"], sort=True):
+    for (site, period, indicator), group in groups:
         meta = catalogue.loc[indicator]
         history = histories.get((site, indicator), overall.iloc[0:0])
         history = history[history.period_end <= period]
         rows.append({"site_code": site, "period_end": period, "indicator_id": indicator,
-                     **_gap(st, group, meta), **_sii(st, group, meta, f"{site}|{period}|{indicator}"),
+                     **_gap(st, group, meta), **_sii_columns(sii.get((site, period, indicator))),
                      **_spc(st, history["value"].tolist(), meta)})
     return pd.DataFrame(rows, columns=[
         "site_code", "period_end", "indicator_id", "core20_value", "not_core20_value", "absolute_gap",
@@ -50,22 +54,25 @@ def _gap(st, group, meta):
             "absolute_gap": result.absolute_gap, "relative_gap": result.relative_gap}
 
 
-def _sii(st, group, meta, key):
-    """SII/RII over quintiles 1..5 (1 = most deprived); null when a quintile is empty or has a zero count."""
+def _sii_task(group, meta, key):
+    """SII/RII over quintiles 1..5 (1 = most deprived); none when a quintile is empty or has a zero count."""
+    from assets.statistics import SiiTask
+
     q = group[(group.breakdown == "imd_quintile") & group.breakdown_value.isin(list("12345"))]
     q = q.sort_values("breakdown_value")
-    empty = {k: None for k in ("sii", "sii_lower_ci", "sii_upper_ci", "rii", "rii_lower_ci", "rii_upper_ci")}
     if len(q) < 5 or (q.denominator <= 0).any() or (q.numerator <= 0).any():
-        return empty
+        return None
     is_pct = meta["unit"] == "%"
     if is_pct and (q.numerator >= q.denominator).any():
-        return empty
-    try:
-        r = st.sii_from_counts(q.numerator.to_numpy(float), q.denominator.to_numpy(float), value_type=2 if is_pct else 1,
-                               rate_multiplier=float(meta["multiplier"]), multiplier=100.0 if is_pct else 1.0,
-                               seed=zlib.crc32(key.encode()))
-    except ValueError:
-        return empty
+        return None
+    return SiiTask(tuple(q.numerator.to_numpy(float)), tuple(q.denominator.to_numpy(float)), 2 if is_pct else 1,
+                   rate_multiplier=float(meta["multiplier"]), multiplier=100.0 if is_pct else 1.0,
+                   seed=zlib.crc32(key.encode()))
+
+
+def _sii_columns(r):
+    if r is None:
+        return {k: None for k in ("sii", "sii_lower_ci", "sii_upper_ci", "rii", "rii_lower_ci", "rii_upper_ci")}
     return {"sii": r.sii, "sii_lower_ci": r.sii_lower, "sii_upper_ci": r.sii_upper,
             "rii": r.rii, "rii_lower_ci": r.rii_lower, "rii_upper_ci": r.rii_upper}
 
