@@ -2,9 +2,8 @@
 
 landed_submissions -> raw_<kind> (x6, staged as text) -> [pandera check per kind] -> staged_extracts
 A submission with any error is quarantined untouched; the others move on to `raw.<kind>`.
-landed_submissions and staged_extracts are partitioned by site and month (orchestration/partitions.py):
-a run ingests its partitions' submissions only. The raw_<kind> staging in between is not (scratch
-tables of the run). Checks and rules run over all of the run's submissions at once, one query or scan
+Partitioned by site and month (orchestration/partitions.py): a run ingests its partitions'
+submissions only. Checks and rules run over all of the run's submissions at once, one query or scan
 per rule or kind, not per submission. Every step retries transient I/O and fails at once on anything else.
 """
 
@@ -27,8 +26,7 @@ from orchestration.resources import PipelineResource
 from orchestration.retries import RETRY_POLICY, data_errors_fail_fast
 
 GROUP = "ingest"
-# The ingest's record of what went in is partitioned by site and month: a run ingests only its
-# partitions' submissions.
+# Every ingest asset is partitioned by site and month: a run ingests only its partitions' submissions.
 PARTITIONED = {"partitions_def": REPORTING, "backfill_policy": SINGLE_RUN, "retry_policy": RETRY_POLICY}
 
 
@@ -204,9 +202,7 @@ def _reject(con: duckdb.DuckDBPyConnection, sub: Submission, issues: list[Issue]
 
 
 def _raw_asset(kind: str) -> dg.AssetsDefinition:
-    # Not partitioned: a scratch table of the run's submissions (staged_extracts records which site-months
-    # went in), so one materialization per run rather than one per partition of it.
-    @dg.asset(name=f"raw_{kind}", group_name=GROUP, deps=[landed_submissions], retry_policy=RETRY_POLICY,
+    @dg.asset(name=f"raw_{kind}", group_name=GROUP, deps=[landed_submissions], **PARTITIONED,
               description=f"`{kind}` files of this run's verified submissions, staged as text with line numbers "
                           f"(columns: {', '.join(FILE_COLUMNS[kind])}).")
     def _asset(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:

@@ -1,17 +1,20 @@
 """The dbt project as Dagster assets: every model, seed and test in one `@dbt_assets`, so dbt tests
 become asset checks (error severity blocks downstream, i.e. the publish) in the same run.
 
-Not partitioned, unlike the ingest and the publish around it: dbt builds every loaded site-period
-(which keeps comparators and trends whole), so its models are one table each, not one per site-month.
-As partitioned assets, Dagster recorded a materialization per model, seed and snapshot per partition of
-the run (86 x 338 = 29,000 events for a nightly of 26 sites x 13 months, each ~10 ms of Dagster CPU:
-most of the dbt step's time; docs/performance.md). dbt is still told the run's site-months through
-`--vars` (period_start, period_end, site_codes, and site_code for a one-site run), read from the run's
-partition tags; the publish picks the run's site-periods.
+Partitioned like the ingest: dbt is told the run's site-months through `--vars` (period_start,
+period_end, site_codes, and site_code for a one-site run) but builds every loaded site-period, which
+is cheap at this scale and keeps comparators and trends whole; the publish picks the run's site-periods.
 
 New `--vars` make dbt re-parse the whole project (dbt-core #3102). Each distinct set of vars therefore
 gets its own target directory under C20P5_WORK_DIR/dbt, whose partial_parse.msgpack the next run
 with the same vars (the nightly, a retry, a re-run) reuses; a new set starts from the prepared one.
+
+Seeds (45 of the project's 86 nodes: the codelists, the catalogue, lookups) are built by the same step
+but are not Dagster assets: a partitioned asset costs one materialization event per partition of the
+run, ~10 ms of Dagster each (45 x 338 partitions of a 26-site x 13-month nightly was ~2 min), and a seed
+is the same table for every partition. They are built first, with their tests, in a dbt call of their
+own. (Making the dbt assets unpartitioned instead cuts every model's events, but then the publish,
+downstream, is no longer reached by a Dagster asset backfill over partitions: docs/performance.md.)
 
 Source tests run inside `dbt build` but are not attached as checks to the ingest assets: checks
 that a dbt step executes on assets outside it split the dbt op and reorder the run."""
@@ -29,7 +32,7 @@ import dagster as dg
 from dagster_dbt import (DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject,
                          dbt_assets)
 
-from orchestration.partitions import scope_of_run
+from orchestration.partitions import REPORTING, SINGLE_RUN, scope_of_run
 from orchestration.resources import PipelineResource
 from orchestration.retries import RETRY_POLICY, data_errors_fail_fast
 from orchestration.settings import DBT_PROJECT_DIR
@@ -82,8 +85,11 @@ def _prune_targets(work_dir: Path, keep: int = KEEP_TARGETS) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-@dbt_assets(manifest=ensure_manifest(), project=DBT_PROJECT, dagster_dbt_translator=TRANSLATOR,
-            retry_policy=RETRY_POLICY)
+SEEDS = "resource_type:seed"
+
+
+@dbt_assets(manifest=ensure_manifest(), project=DBT_PROJECT, dagster_dbt_translator=TRANSLATOR, exclude=SEEDS,
+            partitions_def=REPORTING, backfill_policy=SINGLE_RUN, retry_policy=RETRY_POLICY)
 def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource,
                pipeline: PipelineResource) -> Iterator:
     """`dbt build --vars {...}` against the private build database of this run's settings."""
@@ -97,5 +103,6 @@ def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource,
                      f"{'partial parse of an earlier run with these vars' if reused else 'new vars, full parse'}")
     started = time.monotonic()
     with data_errors_fail_fast("dbt build"):
+        dbt.cli(["build", "--select", SEEDS, "--vars", json.dumps(dbt_vars)], target_path=target).wait()
         yield from dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context, target_path=target).stream()
     context.log.info(f"dbt build finished in {time.monotonic() - started:.1f} s")
