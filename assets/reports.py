@@ -13,11 +13,13 @@ import hashlib
 import html
 import io
 import json
+import multiprocessing
 import os
 import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1107,13 +1109,14 @@ class ReportIndex:
     data_docs_href: str | None
 
 
-def build_reports(warehouse_url: str, out_dir: Path, data_docs_index: Path | None = None) -> ReportIndex:
+def build_reports(warehouse_url: str, out_dir: Path, data_docs_index: Path | None = None,
+                  workers: int = 1) -> ReportIndex:
     """Read the published warehouse and write index.html, national.html and site_<code>.html."""
-    return write_reports(read_warehouse(warehouse_url), Path(out_dir), data_docs_index)
+    return write_reports(read_warehouse(warehouse_url), Path(out_dir), data_docs_index, workers=workers)
 
 
 def write_reports(tables: WarehouseTables, out_dir: Path, data_docs_index: Path | None = None,
-                  reuse_charts: bool = True) -> ReportIndex:
+                  reuse_charts: bool = True, workers: int = 1) -> ReportIndex:
     """The pages of `tables` in out_dir; with reuse_charts, unchanged charts come from out_dir/.charts."""
     out_dir.mkdir(parents=True, exist_ok=True)
     href = Path(os.path.relpath(data_docs_index, out_dir)).as_posix() if data_docs_index else None
@@ -1124,7 +1127,7 @@ def write_reports(tables: WarehouseTables, out_dir: Path, data_docs_index: Path 
         cache.mkdir(exist_ok=True)
     token = CHART_CACHE.set(cache if reuse_charts else None)
     try:
-        pages = render_pages(ctx, codes)
+        pages = render_pages(ctx, codes, workers)
     finally:
         CHART_CACHE.reset(token)
     if reuse_charts:
@@ -1139,9 +1142,30 @@ def write_reports(tables: WarehouseTables, out_dir: Path, data_docs_index: Path 
                        int(ctx.publication["publication_id"]) if ctx.publication is not None else None, href)
 
 
-def render_pages(ctx: ReportContext, codes: list[str]) -> dict[str | None, str]:
-    """HTML of every site page and of the national page (key None)."""
-    return {None: national_page(ctx), **{code: site_page(ctx, code) for code in codes}}
+def render_pages(ctx: ReportContext, codes: list[str], workers: int = 1) -> dict[str | None, str]:
+    """HTML of every site page and of the national page (key None). Site pages are independent and
+    nearly all drawing, so they can be drawn over `workers` processes; each page comes out the same
+    wherever it is drawn. Spawned, not forked (the caller may hold threads and database connections),
+    so only a caller whose main module is import-safe passes workers > 1 (the report asset does)."""
+    workers = min(workers, len(codes))
+    pages: dict[str | None, str] = {None: national_page(ctx)}
+    if workers < 2:
+        return {**pages, **{code: site_page(ctx, code) for code in codes}}
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+                             initargs=(ctx, CHART_CACHE.get())) as pool:
+        return {**pages, **dict(zip(codes, pool.map(_site_page_in_worker, codes)))}
+
+
+_WORKER_CONTEXT: list[ReportContext] = []  # the one ReportContext of a worker process
+
+
+def _start_worker(ctx: ReportContext, chart_cache: Path | None) -> None:
+    _WORKER_CONTEXT.append(ctx)
+    CHART_CACHE.set(chart_cache)
+
+
+def _site_page_in_worker(code: str) -> str:
+    return site_page(_WORKER_CONTEXT[0], code)
 
 
 def _write(path: Path, text: str) -> Path:
@@ -1182,7 +1206,8 @@ def evaluation_reports(context: dg.AssetExecutionContext, pipeline: PipelineReso
         context.log.warning(f"no warehouse at {settings.warehouse_url} yet: nothing published, no reports written")
         return dg.MaterializeResult(metadata={"reports": "not written: no warehouse yet"})
     docs = settings.work_dir / "data_docs" / "index.html"
-    index = build_reports(settings.warehouse_url, report_dir(settings), docs if docs.exists() else None)
+    index = build_reports(settings.warehouse_url, report_dir(settings), docs if docs.exists() else None,
+                          workers=os.cpu_count() or 1)
     context.log.info(f"reports of publication {index.publication_id} written to {index.out_dir} "
                      f"({len(index.site_paths)} site pages); withheld: {withheld_markdown(index.withheld)}")
     return dg.MaterializeResult(metadata={

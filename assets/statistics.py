@@ -14,7 +14,6 @@ Confidence levels are fractions in (0, 1], e.g. 0.95 or 0.998.
 from __future__ import annotations
 
 import multiprocessing
-import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Sequence
@@ -564,13 +563,13 @@ def _run_sii(task: SiiTask) -> SiiResult | None:
         return None
 
 
-def sii_many(tasks: Sequence[SiiTask], workers: int | None = None,
+def sii_many(tasks: Sequence[SiiTask], workers: int = 1,
              parallel_from: int = PARALLEL_FROM) -> list[SiiResult | None]:
-    """sii_from_counts for every task (None where it refuses the counts), over one process per core
+    """sii_from_counts for every task (None where it refuses the counts), over `workers` processes
     when there are many: 100,000 draws each make this the costliest statistic (~15 ms a call, some
     5,000 calls a nightly). Each task's own seed fixes its draws, so the results are the same however
-    the tasks are split. Spawned, not forked: the caller may hold a database connection."""
-    workers = workers or os.cpu_count() or 1
+    the tasks are split. Spawned, not forked (the caller may hold a database connection), so only a
+    caller whose main module is import-safe passes workers > 1 (the dbt model: dbt's own script)."""
     if workers < 2 or len(tasks) < parallel_from:
         return [_run_sii(t) for t in tasks]
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:

@@ -61,3 +61,11 @@ def test_the_cache_key_ignores_the_publication_id_but_not_the_cells() -> None:
     assert _fingerprint(frame) != _fingerprint(later.iloc[::-1])  # row order is drawn
     assert _fingerprint(frame.iloc[0]) == _fingerprint(later.iloc[0])
     assert _fingerprint(frame.iloc[0]) != _fingerprint(frame.iloc[1])
+
+
+def test_site_pages_drawn_in_worker_processes_equal_pages_drawn_in_one(built: Built) -> None:
+    from assets.reports import ReportContext, render_pages, report_sites
+    ctx = ReportContext(read_warehouse(str(built.warehouse)), None)
+    codes = report_sites(ctx)
+    assert len(codes) >= 2
+    assert render_pages(ctx, codes, workers=2) == render_pages(ctx, codes, workers=1)

@@ -3,6 +3,7 @@ by the project's one statistics module (assets/statistics.py): Core20 gap and ra
 relative index of inequality across IMD quintiles with seeded Monte Carlo CIs, and the Making
 Data Count XmR reading of each site's monthly overall values up to that period.
 """
+import os
 import zlib
 
 import numpy as np
@@ -23,7 +24,8 @@ def model(dbt, session):
     groups = list(cells.groupby(["site_code", "period_end", "indicator_id"], sort=True))
     tasks = {key: _sii_task(group, catalogue.loc[key[2]], "|".join(map(str, key))) for key, group in groups}
     todo = [k for k, t in tasks.items() if t is not None]
-    sii = dict(zip(todo, st.sii_many([tasks[k] for k in todo])))  # the costly part, over every core
+    # the costly part, over every core (dbt's main module is import-safe for spawned workers)
+    sii = dict(zip(todo, st.sii_many([tasks[k] for k in todo], workers=os.cpu_count() or 1)))
     rows = []
     for (site, period, indicator), group in groups:
         meta = catalogue.loc[indicator]
