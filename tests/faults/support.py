@@ -84,7 +84,7 @@ def lsoa21_to_2011() -> dict[str, str]:
     return out
 
 
-def quick_report_pages(ctx, codes: list[str]) -> dict:
+def quick_report_pages(ctx, codes: list[str], workers: int = 1) -> dict:
     """Stands in for assets.reports.render_pages (matplotlib charts, ~4 s a site: 2.5 minutes a run here).
     The reports asset still runs after the publish, reads the whole published warehouse and writes a
     page per site and the index; the pages' content is tested in tests/reports."""
