@@ -212,12 +212,27 @@ def create_pending_table(con: duckdb.DuckDBPyConnection, kind: str) -> None:
     con.execute(f"create table if not exists pending.{kind} (submission_id varchar, _line bigint, {cols})")
 
 
-def load_pending(con: duckdb.DuckDBPyConnection, sub: Submission, kind: str) -> list[Issue]:
-    """Load one file as text into `pending.<kind>`, line numbers kept for error reports."""
+def clear_pending(con: duckdb.DuckDBPyConnection, kind: str, subs: list[Submission]) -> None:
+    """Drop what an earlier attempt staged for `subs` (a retried step starts again), in one statement."""
+    create_pending_table(con, kind)
+    con.execute(f"delete from pending.{kind} where submission_id in (select unnest(?))", [[s.submission_id for s in subs]])
+
+
+def pending_rows(con: duckdb.DuckDBPyConnection, kind: str, subs: list[Submission]) -> dict[str, int]:
+    """Rows staged per submission, in one scan."""
+    counts = dict(con.execute(f"""select submission_id, count(*) from pending.{kind}
+                                  where submission_id in (select unnest(?)) group by 1""",
+                              [[s.submission_id for s in subs]]).fetchall())
+    return {s.submission_id: counts.get(s.submission_id, 0) for s in subs}
+
+
+def load_pending(con: duckdb.DuckDBPyConnection, sub: Submission, kind: str, cleared: bool = False) -> list[Issue]:
+    """Load one file as text into `pending.<kind>`, line numbers kept for error reports. `cleared`: the
+    caller already ran clear_pending for this submission (a delete per file rescans the staged table)."""
     path = sub.data_file(kind)
     assert path is not None
-    create_pending_table(con, kind)
-    con.execute(f"delete from pending.{kind} where submission_id = ?", [sub.submission_id])
+    if not cleared:
+        clear_pending(con, kind, [sub])
     cols = ", ".join(f'"{c}"' for c in FILE_COLUMNS[kind])
     casts = ", ".join(f'cast("{c}" as varchar) as "{c}"' for c in FILE_COLUMNS[kind])
     source = (f"read_parquet('{path}')" if path.suffix == ".parquet" else
