@@ -223,7 +223,12 @@ def stages(work_dir: Path, m: Measured) -> dict[str, float]:
     out["dbt overhead"] = out["dbt build"] + stats - sum(nodes.values())
     out["start-up"] = max(0.0, timings[0].started - m.started_at) if timings else 0.0
     out["unaccounted"] = m.wall_s - sum(v for k, v in out.items() if k != "dbt overhead")
+    for name in STATISTICS_MODELS:  # a split of "statistics", not a stage of its own
+        out[f"{PART_OF}{name}"] = nodes.get(name, 0.0)
     return out
+
+
+PART_OF = "of which "
 
 
 def _dbt_nodes(work_dir: Path) -> dict[str, float]:

@@ -33,8 +33,9 @@ def main(argv: list[str] | None = None) -> int:
 
 EPILOG = """\
 exit codes (for a scheduler): 0 published, or nothing new to publish; 3 completed, but one or more
-site-periods were withheld (see the lines starting "withheld"); 1 the run failed, the last
-publication is unchanged; 2 bad settings or arguments.
+site-periods were withheld (see the lines starting "withheld"); 1 the run failed (it says whether a
+publication was written before the failure, e.g. when only the reports failed, or the last one is
+unchanged); 2 bad settings or arguments.
 
 settings (environment): C20P5_LANDING_DIR (default data/landing), C20P5_WAREHOUSE_URL (a DuckDB
 file, default data/warehouse/evaluation.duckdb, or postgresql://...), C20P5_WORK_DIR (default
