@@ -2,8 +2,10 @@
 become asset checks (error severity blocks downstream, i.e. the publish) in the same run.
 
 Partitioned like the ingest: dbt is told the run's site-months through `--vars` (period_start,
-period_end, site_codes, and site_code for a one-site run) but builds every loaded site-period, which
-is cheap at this scale and keeps comparators and trends whole; the publish picks the run's site-periods.
+period_end, site_codes, and site_code for a one-site run). The models are incremental by period
+(assets/incremental.py): a build rebuilds every site's periods from the earliest that changed since the
+last good build (`rebuild_from`), or all of them (`--full-refresh`), which keeps comparators and trends
+whole; the publish picks the run's site-periods.
 
 New `--vars` make dbt re-parse the whole project (dbt-core #3102). Each distinct set of vars therefore
 gets its own target directory under C20P5_WORK_DIR/dbt, whose partial_parse.msgpack the next run
@@ -32,7 +34,8 @@ import dagster as dg
 from dagster_dbt import (DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject,
                          dbt_assets)
 
-from orchestration.partitions import REPORTING, SINGLE_RUN, scope_of_run
+from assets.incremental import plan_build, project_files, record_finish, record_start
+from orchestration.partitions import REPORTING, SINGLE_RUN, period_end, scope_of_run
 from orchestration.resources import PipelineResource
 from orchestration.retries import RETRY_POLICY, data_errors_fail_fast
 from orchestration.settings import DBT_PROJECT_DIR
@@ -50,13 +53,7 @@ def _project_sources_newer_than(manifest: Path) -> bool:
     if not manifest.exists():
         return True
     built = manifest.stat().st_mtime
-    watched = ("models", "seeds", "macros", "tests", "dbt_project.yml", "profiles.yml")
-    for name in watched:
-        root = DBT_PROJECT_DIR / name
-        files = [root] if root.is_file() else root.rglob("*")
-        if any(f.is_file() and f.stat().st_mtime > built for f in files):
-            return True
-    return False
+    return any(f.stat().st_mtime > built for f in project_files())
 
 
 def dbt_resource() -> DbtCliResource:
@@ -95,14 +92,21 @@ def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource,
     """`dbt build --vars {...}` against the private build database of this run's settings."""
     settings = pipeline.settings()
     os.environ["C20P5_BUILD_DB_PATH"] = str(settings.build_db_path)
-    dbt_vars = scope_of_run(context.run, context.instance).dbt_vars()
+    scope = scope_of_run(context.run, context.instance)
+    with pipeline.build_db() as con:
+        plan = plan_build(con, json.loads(DBT_PROJECT.manifest_path.read_text()), period_end(scope.periods[0]))
+        build_id = record_start(con, plan, context.run_id)
+    dbt_vars = {**scope.dbt_vars(), **plan.dbt_vars()}
     target = target_for(settings.work_dir, dbt_vars)
     reused = (target / PARTIAL_PARSE).exists()
     _prune_targets(settings.work_dir)
-    context.log.info(f"dbt build --vars {json.dumps(dbt_vars)}: "
+    context.log.info(f"dbt build of {plan.describe()} --vars {json.dumps(dbt_vars)}: "
                      f"{'partial parse of an earlier run with these vars' if reused else 'new vars, full parse'}")
     started = time.monotonic()
+    vars_arg = ["--vars", json.dumps(dbt_vars)]
     with data_errors_fail_fast("dbt build"):
-        dbt.cli(["build", "--select", SEEDS, "--vars", json.dumps(dbt_vars)], target_path=target).wait()
-        yield from dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context, target_path=target).stream()
+        dbt.cli(["build", "--select", SEEDS, *vars_arg], target_path=target).wait()
+        yield from dbt.cli(["build", *vars_arg, *plan.dbt_flags()], context=context, target_path=target).stream()
+    with pipeline.build_db() as con:
+        record_finish(con, build_id)
     context.log.info(f"dbt build finished in {time.monotonic() - started:.1f} s")

@@ -279,6 +279,7 @@ class ScaleResult:
     floor: list[dict] = field(default_factory=list)
     incremental: list[dict] = field(default_factory=list)
     stages: list[dict] = field(default_factory=list)
+    incremental_stages: list[dict] = field(default_factory=list)
     floor_matches: list[str] = field(default_factory=list)
     skipped: str | None = None
 
@@ -357,6 +358,7 @@ def _once(result: ScaleResult, root: Path, sites_file: Path, per_site: int, i: i
     inc = measure([PYTHON, "-m", "orchestration.cli", "run"], env, root / f"run-incremental-{i}.log")
     _check(inc, "incremental night")
     result.incremental.append(asdict(inc))
+    result.incremental_stages.append(stages(root / "work", inc))
     say(f"{tag}   {_figures(inc)}; {inc.wall_s / full.wall_s:.0%} of the full refresh")
 
 
@@ -461,10 +463,11 @@ def summary(results: list[ScaleResult], fixed: dict[str, float]) -> list[str]:
                      f"{full / floor:>6.1f} {(full - fixed_in_run) / floor:>11.1f} {inc:>7.1f} {inc / full:>6.0%} "
                      f"{_median(r.full, 'peak_rss_bytes') / 2**30:>8.2f} {_median(r.full, 'read_bytes') / 1e9:>8.2f}")
     for r in results:
-        if r.stages:
-            keys = list(r.stages[0])
-            lines.append(f"stages at {r.scale} (s): " + ", ".join(
-                f"{k} {statistics.median(s[k] for s in r.stages):.1f}" for k in keys))
+        for what, rows in (("stages", r.stages), ("incremental night's stages", r.incremental_stages)):
+            if rows:
+                lines.append(f"{what} at {r.scale} (s): " + ", ".join(
+                    f"{k} {statistics.median(s[k] for s in rows):.1f}" for k in rows[0]))
+        if r.floor_matches:
             lines.append(f"floor check at {r.scale}: {r.floor_matches[-1]}")
     return lines
 

@@ -105,8 +105,9 @@ class Scope:
         return f"{months} x {sites}" + (", publishing every site-period" if self.everything else "")
 
     def dbt_vars(self) -> dict:
-        """What dbt is told (`--vars`): the period and sites published. The models still build every
-        loaded site-period. A nightly's vars change only with a new latest month, so its parse is reused."""
+        """What dbt is told (`--vars`): the period and sites published. Which periods the models rebuild
+        is assets/incremental.py's (`rebuild_from`). A nightly's vars change only with a new latest
+        month, so its parse is reused."""
         if self.everything:
             return {"period_end": period_end(self.periods[-1]), "site_codes": registry_sites()}
         out = {"period_start": period_end(self.periods[0]), "period_end": period_end(self.periods[-1]),

@@ -1,7 +1,7 @@
 -- The full grid of cells each site publishes for each period, so a cell with no people shows as a
 -- zero row rather than going missing (BI tools and evaluators compare like with like).
 with periods as (
-    select distinct site_code, period_end from {{ ref('int_registered_population') }}
+    select distinct site_code, period_end from {{ ref_rebuilt('int_registered_population') }}
 ),
 
 fixed (breakdown, breakdown_value) as (

@@ -7,7 +7,7 @@ select
     c.codelist_id,
     e.code,
     e.value
-from {{ ref('stg_extract__events') }} as e
+from {{ ref_rebuilt('stg_extract__events', 'e') }}
 inner join {{ ref('int_codelist_codes') }} as c
     on c.code = e.code and c.coding_system = 'snomed_ct'
 where e.event_date <= e.period_end

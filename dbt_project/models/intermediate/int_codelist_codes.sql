@@ -1,3 +1,4 @@
+{{ config(materialized='table') }}  {#- not keyed by period: rebuilt whole every time #}
 -- Every codelist seed (seeds/codelists/cl_<id>.csv) stacked: one row per codelist and code.
 -- Adding a codelist = its seed file plus its id in this list.
 {%- set codelists = [

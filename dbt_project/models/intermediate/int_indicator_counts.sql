@@ -1,7 +1,7 @@
 -- Numerator and denominator per site, period, indicator and breakdown cell, from unrounded person
 -- counts (disclosure control happens only at publication). Zero cells are kept.
 with persons as (
-    select * from {{ ref('int_indicator_persons') }}
+    select * from {{ ref_rebuilt('int_indicator_persons') }}
 ),
 
 catalogue as (
@@ -12,7 +12,7 @@ by_cell as (
     select i.site_code, i.period_end, i.indicator_id, b.breakdown, b.breakdown_value,
            sum(i.numerator) as numerator, count(*) as denominator
     from persons as i
-    inner join {{ ref('int_person_breakdowns') }} as b using (site_code, period_end, person_id)
+    inner join {{ ref_rebuilt('int_person_breakdowns', 'b') }} using (site_code, period_end, person_id)
     group by i.site_code, i.period_end, i.indicator_id, b.breakdown, b.breakdown_value
 ),
 
@@ -32,7 +32,7 @@ by_age as (
            coalesce(a.band, 'other') as breakdown_value,
            sum(i.numerator) as numerator, count(*) as denominator
     from persons as i
-    inner join {{ ref('int_registered_population') }} as p using (site_code, period_end, person_id)
+    inner join {{ ref_rebuilt('int_registered_population', 'p') }} using (site_code, period_end, person_id)
     left join age_bands as a on a.indicator_id = i.indicator_id and p.age between a.lower_age and a.upper_age
     group by i.site_code, i.period_end, i.indicator_id, coalesce(a.band, 'other')
 ),
@@ -41,7 +41,7 @@ by_age as (
 -- priorities it chose (area-based ones come from their own models)
 site_indicators as (
     select distinct c.site_code, c.period_end, i.indicator_id
-    from {{ ref('int_breakdown_cells') }} as c
+    from {{ ref_rebuilt('int_breakdown_cells', 'c') }}
     cross join catalogue as i
     where i.source_dataset <> 'police_uk' and i.standardised_from is null
         and (i.scope = 'all_sites' or exists (
@@ -51,7 +51,7 @@ site_indicators as (
 
 grid as (
     select c.site_code, c.period_end, s.indicator_id, c.breakdown, c.breakdown_value
-    from {{ ref('int_breakdown_cells') }} as c
+    from {{ ref_rebuilt('int_breakdown_cells', 'c') }}
     inner join site_indicators as s using (site_code, period_end)
     union all
     select s.site_code, s.period_end, a.indicator_id, 'age_band', a.band
@@ -80,4 +80,4 @@ where not exists (
         and g.breakdown = c.breakdown and g.breakdown_value = c.breakdown_value)
 union all
 select site_code, period_end, indicator_id, breakdown, breakdown_value, numerator, denominator
-from {{ ref('int_ind__knife_crime_rate') }}
+from {{ ref_rebuilt('int_ind__knife_crime_rate') }}

@@ -11,7 +11,7 @@ esp as (
 
 persons as (
     select v.indicator_id, i.site_code, i.period_end, i.person_id, i.numerator
-    from {{ ref('int_indicator_persons') }} as i
+    from {{ ref_rebuilt('int_indicator_persons', 'i') }}
     inner join variants as v on v.standardised_from = i.indicator_id
 )
 
@@ -20,7 +20,7 @@ select
     e.age_band_order, e.esp2013_population,
     sum(p.numerator) as numerator, count(*) as denominator
 from persons as p
-inner join {{ ref('int_person_breakdowns') }} as b using (site_code, period_end, person_id)
-inner join {{ ref('int_registered_population') }} as r using (site_code, period_end, person_id)
+inner join {{ ref_rebuilt('int_person_breakdowns', 'b') }} using (site_code, period_end, person_id)
+inner join {{ ref_rebuilt('int_registered_population', 'r') }} using (site_code, period_end, person_id)
 inner join esp as e on r.age between e.age_lower and e.age_upper
 group by p.site_code, p.period_end, p.indicator_id, b.breakdown, b.breakdown_value, e.age_band_order, e.esp2013_population

@@ -6,6 +6,6 @@
 {%- set indicators = person_indicator_models() %}
 {%- for indicator_id, model in indicators.items() %}
 select '{{ indicator_id }}' as indicator_id, site_code, period_end, person_id, numerator
-from {{ ref(model) }}
+from {{ ref_rebuilt(model) }}
 {% if not loop.last %}union all{% endif %}
 {%- endfor %}

@@ -4,7 +4,7 @@ with readings as (
     select
         site_code, period_end, person_id, event_date, value,
         case when codelist_id = 'systolic_bp' then 'systolic' else 'diastolic' end as kind
-    from {{ ref('int_coded_events') }}
+    from {{ ref_rebuilt('int_coded_events') }}
     where codelist_id in ('systolic_bp', 'diastolic_bp')
         and value is not null
         and {{ in_window('event_date', 'period_end') }}

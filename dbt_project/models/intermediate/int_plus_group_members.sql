@@ -5,7 +5,7 @@
 {%- set codelist_groups = ['homeless', 'learning_disability', 'autism', 'gypsy_roma_traveller', 'justice_contact',
                            'carer', 'asylum_refugee', 'looked_after_child'] %}
 with population as (
-    select * from {{ ref('int_registered_population') }}
+    select * from {{ ref_rebuilt('int_registered_population') }}
 ),
 
 configured as (
@@ -14,7 +14,7 @@ configured as (
 
 by_codelist as (
     select distinct e.site_code, e.period_end, e.person_id, e.codelist_id as plus_group
-    from {{ ref('int_coded_events') }} as e
+    from {{ ref_rebuilt('int_coded_events', 'e') }}
     where e.codelist_id in ('{{ codelist_groups | join("', '") }}')
 ),
 

@@ -1,7 +1,7 @@
 -- The base population of SPEC §5: registered at a site practice on period_end and alive then,
 -- with everything the breakdowns need (deprivation, age, sex, ethnicity, practice, PCN).
 with patients as (
-    select * from {{ ref('stg_extract__patients') }}
+    select * from {{ ref_rebuilt('stg_extract__patients') }}
 ),
 
 site_practices as (

@@ -10,7 +10,7 @@
 } %}
 with latest as (
     select site_code, period_end, person_id, codelist_id, max(event_date) as latest_date
-    from {{ ref('int_coded_events') }}
+    from {{ ref_rebuilt('int_coded_events') }}
     group by site_code, period_end, person_id, codelist_id
 ),
 

@@ -1,3 +1,4 @@
+{{ config(materialized='table') }}  {#- not keyed by period: rebuilt whole every time #}
 -- The indicator catalogue as published (`evaluation.indicators`).
 select
     indicator_id, indicator_name, clinical_area, population, denominator_definition, numerator_definition,

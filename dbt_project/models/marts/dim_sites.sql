@@ -1,3 +1,4 @@
+{{ config(materialized='table') }}  {#- not keyed by period: rebuilt whole every time #}
 -- The site registry as published (`evaluation.sites`), with the size of each site's geography.
 select
     s.site_code, s.site_name, s.programme, s.geography_kind, s.geography_codes,

@@ -14,4 +14,4 @@ select
     cast(s.unit as varchar) as unit,
     cast(s.target as double precision) as target,
     cast(s.comparator_value as double precision) as comparator_value
-from {{ ref('int_indicator_statistics') }} as s
+from {{ ref_rebuilt('int_indicator_statistics', 's') }}

@@ -15,4 +15,4 @@ select
     cast(rii_upper_ci as double precision) as rii_upper_ci,
     cast(spc_variation as varchar) as spc_variation,
     cast(spc_assurance as varchar) as spc_assurance
-from {{ ref('int_inequality_statistics') }}
+from {{ ref_rebuilt('int_inequality_statistics') }}

@@ -18,7 +18,7 @@ counts as (
            cast(c.numerator as double precision) as numerator,
            cast(c.denominator as double precision) as denominator,
            k.unit, k.multiplier, k.target
-    from {{ ref('int_indicator_counts') }} as c
+    from {{ ref_rebuilt('int_indicator_counts', 'c') }}
     left join catalogue as k on k.indicator_id = c.indicator_id
 ),
 
@@ -51,7 +51,7 @@ bands as (
            cast(esp2013_population as double precision) as w,
            row_number() over (partition by {{ cell }} order by age_band_order) - 1 as band_position,
            count(*) over (partition by {{ cell }}) as band_count
-    from {{ ref('int_indicator_esp_counts') }}
+    from {{ ref_rebuilt('int_indicator_esp_counts') }}
     where denominator > 0
 ),
 

@@ -11,17 +11,22 @@ import pandas as pd
 
 
 def model(dbt, session):
+    # Rebuilt by period like the incremental models (macros/incremental.sql), but as a table that keeps its
+    # earlier periods' rows: dbt-duckdb's incremental Python models insert from a temporary table it then
+    # cannot find (1.11.1), and this table is small (one row per site, period and indicator).
     dbt.config(materialized="table")
     from assets import statistics as st
 
-    cells = dbt.ref("int_indicator_statistics").df()
+    cells = dbt.ref("int_indicator_statistics").df()  # every period: a month's SPC reads the months before it
     catalogue = dbt.ref("indicators").df().set_index("indicator_id")
     # Each site's monthly overall values per indicator, split once: filtering the whole frame for
     # every site-period-indicator was most of this model's time (156 s of 237 s of dbt's nodes at
     # 100k people, 26 sites, 13 months).
     overall = cells[cells.breakdown == "overall"].sort_values("period_end", kind="stable")
     histories = {key: g for key, g in overall.groupby(["site_code", "indicator_id"], sort=False)}
-    groups = list(cells.groupby(["site_code", "period_end", "indicator_id"], sort=True))
+    kept, since = _kept_rows(dbt, session)
+    rebuilt = cells[cells.period_end >= pd.Timestamp(since)] if since else cells
+    groups = list(rebuilt.groupby(["site_code", "period_end", "indicator_id"], sort=True))
     tasks = {key: _sii_task(group, catalogue.loc[key[2]], "|".join(map(str, key))) for key, group in groups}
     todo = [k for k, t in tasks.items() if t is not None]
     # the costly part, over every core (dbt's main module is import-safe for spawned workers)
@@ -34,10 +39,27 @@ def model(dbt, session):
         rows.append({"site_code": site, "period_end": period, "indicator_id": indicator,
                      **_gap(st, group, meta), **_sii_columns(sii.get((site, period, indicator))),
                      **_spc(st, history["value"].tolist(), meta)})
-    return pd.DataFrame(rows, columns=[
-        "site_code", "period_end", "indicator_id", "core20_value", "not_core20_value", "absolute_gap",
-        "relative_gap", "sii", "sii_lower_ci", "sii_upper_ci", "rii", "rii_lower_ci", "rii_upper_ci",
-        "spc_variation", "spc_assurance"])
+    new = pd.DataFrame(rows, columns=COLUMNS)
+    return pd.concat([kept, new], ignore_index=True) if kept is not None else new
+
+
+COLUMNS = ["site_code", "period_end", "indicator_id", "core20_value", "not_core20_value", "absolute_gap",
+           "relative_gap", "sii", "sii_lower_ci", "sii_upper_ci", "rii", "rii_lower_ci", "rii_upper_ci",
+           "spc_variation", "spc_assurance"]
+
+
+def _kept_rows(dbt, session):
+    """This table's rows before the periods being rebuilt, and the first period rebuilt; (None, None)
+    to compute every period (no rebuild_from, or no earlier table to keep rows from)."""
+    since = dbt.config.get("rebuild_from") or None
+    exists = session.execute(
+        "select count(*) from information_schema.tables where table_catalog = ? and table_schema = ? and table_name = ?",
+        [dbt.this.database, dbt.this.schema, dbt.this.identifier]).fetchone()[0]
+    if not since or not exists:
+        return None, None
+    kept = session.execute(f"select {', '.join(COLUMNS)} from {dbt.this} where period_end < cast(? as date)"
+                           " order by site_code, period_end, indicator_id", [since]).df()
+    return kept, since
 
 
 def _cell(group, breakdown, value):

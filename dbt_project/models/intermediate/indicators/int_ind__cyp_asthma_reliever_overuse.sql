@@ -5,7 +5,7 @@ with medication as (
     select
         site_code, period_end, person_id,
         count(*) filter (where codelist_id = 'saba') as saba_issues
-    from {{ ref('int_coded_events') }}
+    from {{ ref_rebuilt('int_coded_events') }}
     where codelist_id in ('saba', 'asthma_preventer') and {{ in_window('event_date', 'period_end') }}
     group by site_code, period_end, person_id
 )
@@ -15,8 +15,8 @@ select
     p.period_end,
     p.person_id,
     case when m.saba_issues >= 6 then 1 else 0 end as numerator
-from {{ ref('int_registered_population') }} as p
-inner join {{ ref('int_registers') }} as r
+from {{ ref_rebuilt('int_registered_population', 'p') }}
+inner join {{ ref_rebuilt('int_registers', 'r') }}
     on r.site_code = p.site_code and r.period_end = p.period_end and r.person_id = p.person_id
     and r.register = 'asthma'
 inner join medication as m

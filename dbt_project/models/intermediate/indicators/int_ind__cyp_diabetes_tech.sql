@@ -2,7 +2,7 @@
 -- real-time continuous glucose monitoring or an insulin pump is recorded (any time in the extract).
 with technology as (
     select distinct site_code, period_end, person_id
-    from {{ ref('int_coded_events') }}
+    from {{ ref_rebuilt('int_coded_events') }}
     where codelist_id in ('cgm', 'insulin_pump')
 )
 
@@ -11,8 +11,8 @@ select
     p.period_end,
     p.person_id,
     case when t.person_id is null then 0 else 1 end as numerator
-from {{ ref('int_registered_population') }} as p
-inner join {{ ref('int_registers') }} as r
+from {{ ref_rebuilt('int_registered_population', 'p') }}
+inner join {{ ref_rebuilt('int_registers', 'r') }}
     on r.site_code = p.site_code and r.period_end = p.period_end and r.person_id = p.person_id
     and r.register = 'type1_diabetes'
 left join technology as t

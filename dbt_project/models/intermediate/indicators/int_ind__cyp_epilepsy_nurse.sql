@@ -2,7 +2,7 @@
 -- epilepsy specialist nurse contact is recorded in the 12 months.
 with nurse as (
     select distinct site_code, period_end, person_id
-    from {{ ref('int_coded_events') }}
+    from {{ ref_rebuilt('int_coded_events') }}
     where codelist_id = 'epilepsy_specialist_nurse' and {{ in_window('event_date', 'period_end') }}
 )
 
@@ -11,8 +11,8 @@ select
     p.period_end,
     p.person_id,
     case when n.person_id is null then 0 else 1 end as numerator
-from {{ ref('int_registered_population') }} as p
-inner join {{ ref('int_registers') }} as r
+from {{ ref_rebuilt('int_registered_population', 'p') }}
+inner join {{ ref_rebuilt('int_registers', 'r') }}
     on r.site_code = p.site_code and r.period_end = p.period_end and r.person_id = p.person_id
     and r.register = 'epilepsy'
 left join nurse as n

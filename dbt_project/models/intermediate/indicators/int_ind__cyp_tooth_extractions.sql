@@ -5,8 +5,8 @@ select
     p.period_end,
     p.person_id,
     count(a.person_id) as numerator
-from {{ ref('int_registered_population') }} as p
-left join {{ ref('int_qualifying_admissions') }} as a
+from {{ ref_rebuilt('int_registered_population', 'p') }}
+left join {{ ref_rebuilt('int_qualifying_admissions', 'a') }}
     on a.site_code = p.site_code and a.period_end = p.period_end and a.person_id = p.person_id
     and a.admission_type = 'tooth_extraction'
 where p.age <= 9

@@ -4,8 +4,8 @@ select
     p.period_end,
     p.person_id,
     case when r.person_id is null then 0 else 1 end as numerator
-from {{ ref('int_registered_population') }} as p
-left join {{ ref('int_registers') }} as r
+from {{ ref_rebuilt('int_registered_population', 'p') }}
+left join {{ ref_rebuilt('int_registers', 'r') }}
     on r.site_code = p.site_code and r.period_end = p.period_end
     and r.person_id = p.person_id and r.register = 'hypertension'
 where p.age >= 18

@@ -1,15 +1,15 @@
 -- HYP_TREATED_TO_TARGET (SPEC §5.1): people 18+ on the hypertension register; numerator when the
 -- latest systolic and latest diastolic in 12 months are <= 140/90 (age < 80) or <= 150/90 (80+).
 with population as (
-    select * from {{ ref('int_registered_population') }} where age >= 18
+    select * from {{ ref_rebuilt('int_registered_population') }} where age >= 18
 ),
 
 register as (
-    select * from {{ ref('int_registers') }} where register = 'hypertension'
+    select * from {{ ref_rebuilt('int_registers') }} where register = 'hypertension'
 ),
 
 bp as (
-    select * from {{ ref('int_latest_blood_pressure') }}
+    select * from {{ ref_rebuilt('int_latest_blood_pressure') }}
 )
 
 select

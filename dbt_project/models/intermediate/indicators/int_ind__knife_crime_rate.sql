@@ -9,7 +9,7 @@ with sites as (
 
 site_lsoas as (
     select distinct p.site_code, p.period_end, p.lsoa21_code, p.imd_quintile, p.core20
-    from {{ ref('int_registered_population') }} as p
+    from {{ ref_rebuilt('int_registered_population', 'p') }}
     inner join sites using (site_code)
     where p.lsoa21_code is not null
 ),
@@ -47,7 +47,7 @@ cells (breakdown, breakdown_value) as (
 
 grid as (
     select distinct p.site_code, p.period_end, c.breakdown, c.breakdown_value
-    from {{ ref('int_registered_population') }} as p
+    from {{ ref_rebuilt('int_registered_population', 'p') }}
     inner join sites using (site_code)
     cross join cells as c
 ),

@@ -5,6 +5,6 @@ select
     b.period_end,
     b.person_id,
     case when b.continuity_of_carer then 1 else 0 end as numerator
-from {{ ref('stg_extract__maternity_bookings') }} as b
-inner join {{ ref('int_registered_population') }} as p using (site_code, period_end, person_id)
+from {{ ref_rebuilt('stg_extract__maternity_bookings', 'b') }}
+inner join {{ ref_rebuilt('int_registered_population', 'p') }} using (site_code, period_end, person_id)
 where {{ in_window('b.booking_date', 'b.period_end') }}

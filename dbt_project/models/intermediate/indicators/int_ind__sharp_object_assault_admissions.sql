@@ -6,10 +6,10 @@ select
     p.period_end,
     p.person_id,
     count(a.person_id) as numerator
-from {{ ref('int_registered_population') }} as p
+from {{ ref_rebuilt('int_registered_population', 'p') }}
 inner join {{ source('reference', 'site_local_priorities') }} as lp
     on lp.site_code = p.site_code and lp.indicator_id = 'SHARP_OBJECT_ASSAULT_ADMISSIONS'
-left join {{ ref('int_qualifying_admissions') }} as a
+left join {{ ref_rebuilt('int_qualifying_admissions', 'a') }}
     on a.site_code = p.site_code and a.period_end = p.period_end and a.person_id = p.person_id
     and a.admission_type = 'sharp_object_assault'
 where p.age <= 24

@@ -3,11 +3,11 @@
 -- smoking status, alcohol. Any blood pressure reading counts as the blood pressure check, and any
 -- smoking status (current, ex or never) as the smoking check.
 with population as (
-    select * from {{ ref('int_registered_population') }} where age >= 18
+    select * from {{ ref_rebuilt('int_registered_population') }} where age >= 18
 ),
 
 register as (
-    select * from {{ ref('int_registers') }} where register = 'smi'
+    select * from {{ ref_rebuilt('int_registers') }} where register = 'smi'
 ),
 
 checks as (
@@ -21,7 +21,7 @@ checks as (
             when codelist_id in ('smoking_status', 'current_smoker', 'non_smoker_status') then 'smoking'
             when codelist_id = 'alcohol' then 'alcohol'
         end) as checks_done
-    from {{ ref('int_coded_events') }}
+    from {{ ref_rebuilt('int_coded_events') }}
     where {{ in_window('event_date', 'period_end') }}
     group by site_code, period_end, person_id
 )

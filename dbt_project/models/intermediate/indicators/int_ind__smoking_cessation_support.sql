@@ -4,7 +4,7 @@
 with statuses as (
     select site_code, period_end, person_id, event_date,
            max(case when codelist_id = 'current_smoker' then 1 else 0 end) as is_current
-    from {{ ref('int_coded_events') }}
+    from {{ ref_rebuilt('int_coded_events') }}
     where codelist_id in ('current_smoker', 'non_smoker_status')
         and {{ in_window('event_date', 'period_end') }}
     group by site_code, period_end, person_id, event_date
@@ -22,7 +22,7 @@ latest as (
 
 support as (
     select distinct site_code, period_end, person_id
-    from {{ ref('int_coded_events') }}
+    from {{ ref_rebuilt('int_coded_events') }}
     where codelist_id = 'smoking_cessation_support' and {{ in_window('event_date', 'period_end') }}
 )
 
@@ -31,7 +31,7 @@ select
     p.period_end,
     p.person_id,
     case when s.person_id is null then 0 else 1 end as numerator
-from {{ ref('int_registered_population') }} as p
+from {{ ref_rebuilt('int_registered_population', 'p') }}
 inner join latest as l using (site_code, period_end, person_id)
 left join support as s using (site_code, period_end, person_id)
 where p.age >= 15 and l.is_current = 1

@@ -3,7 +3,7 @@
 --   tooth_extraction: primary diagnosis dental caries (K02) with main procedure F09 or F10;
 --   sharp_object_assault: external cause assault by sharp object (X99).
 with admissions as (
-    select * from {{ ref('stg_extract__hospital_admissions') }}
+    select * from {{ ref_rebuilt('stg_extract__hospital_admissions') }}
     where {{ in_window('admission_date', 'period_end') }}
 ),
 
