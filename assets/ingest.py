@@ -239,9 +239,10 @@ def _schema_check(kind: str) -> dg.AssetChecksDefinition:
 def _validate(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource, kind: str) -> dg.AssetCheckResult:
     report: list[dict] = []
     with pipeline.build_db() as con:
+        subs = Pending.of_run(con, context.run.run_id)
         # an unreadable file is already reported by the load
-        readable = [s for s in Pending.of_run(con, context.run.run_id)
-                    if not _has_errors(con, context.run.run_id, s, f"load_{kind}")]
+        unreadable = _with_errors(con, context.run.run_id, f"load_{kind}")
+        readable = [s for s in subs if _key(s) not in unreadable]
         for issues in validate_pending_many(con, readable, kind).values():
             record_issues(con, context.run.run_id, f"schema_{kind}", issues)
             report += [i.as_dict() for i in issues]
@@ -251,13 +252,20 @@ def _validate(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource
                   "summary": dg.MetadataValue.md(_markdown(report))})
 
 
-def _has_errors(con: duckdb.DuckDBPyConnection, run_id: str, sub: Submission, stage: str | None = None) -> bool:
-    sql = "select count(*) from audit.issues where run_id = ? and site_code = ? and period_end = ? and severity = 'error'"
-    params = [run_id, sub.site_code, sub.period_end]
+def _with_errors(con: duckdb.DuckDBPyConnection, run_id: str, stage: str | None = None) -> set[tuple[str, str]]:
+    """The site-periods (`_key`) with an error-severity issue in this run (in `stage`, if given), in one
+    grouped query for all of the run's submissions rather than one per submission."""
+    sql = "select site_code, period_end from audit.issues where run_id = ? and severity = ?"
+    params = [run_id, ERROR]
     if stage:
         sql += " and stage = ?"
         params.append(stage)
-    return con.execute(sql, params).fetchone()[0] > 0
+    return {(site, period) for site, period in con.execute(sql + " group by 1, 2", params).fetchall()}
+
+
+def _key(sub: Submission) -> tuple[str, str]:
+    """How audit.issues names a submission: its site and period end."""
+    return sub.site_code, sub.period_end
 
 
 def _markdown(report: list[dict]) -> str:
@@ -289,13 +297,16 @@ def _promote_run(context: dg.AssetExecutionContext, pipeline: PipelineResource) 
         _ensure_audit(con)
         _ensure_raw_tables(con)
         subs = Pending.of_run(con, run_id)
-        checked = {s.submission_id: _checked(s) for s in subs if not _has_errors(con, run_id, s)}
+        failed = _with_errors(con, run_id)  # kept up to date below with the rules' errors as they are recorded
+        checked = {s.submission_id: _checked(s) for s in subs if _key(s) not in failed}
         found = rule_issues(con, list(checked.values()))
         volumes = VolumeHistory(con, list(checked.values()))
         for sub in subs:
             if c := checked.get(sub.submission_id):
-                record_issues(con, run_id, "rules", found[sub.submission_id] + volumes.anomalies(c))
-            if _has_errors(con, run_id, sub):
+                issues = found[sub.submission_id] + volumes.anomalies(c)
+                record_issues(con, run_id, "rules", issues)
+                failed |= {(i.site_code, i.period_end) for i in issues if i.severity == ERROR}
+            if _key(sub) in failed:
                 rejected.append(_reject(con, sub, _issues_of(con, run_id, sub), settings, run_id, "decision"))
                 continue
             accepted.append(sub)

@@ -362,12 +362,6 @@ def _line_from_error(text: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def validate_pending(con: duckdb.DuckDBPyConnection, sub: Submission, kind: str,
-                     batch_rows: int = 1_000_000) -> list[Issue]:
-    """pandera, lazily (every failure, not the first), over one submission's staged text."""
-    return validate_pending_many(con, [sub], kind, batch_rows)[sub.submission_id]
-
-
 @dataclass
 class _Findings:
     """One submission's schema failures so far: the first MAX_FAILURES_REPORTED, and how many in all."""
@@ -398,9 +392,9 @@ class _Findings:
 
 def validate_pending_many(con: duckdb.DuckDBPyConnection, subs: list[Submission], kind: str,
                           batch_rows: int = 1_000_000) -> dict[str, list[Issue]]:
-    """pandera, lazily, over the staged text of every submission in `subs` in one scan of
-    pending.<kind> and bounded batches (one scan per submission reread the whole run's rows each time).
-    The scan keeps load order, so a submission's rows come together and by line."""
+    """pandera, lazily (every failure, not the first), over the staged text of every submission in `subs`
+    in one scan of pending.<kind> and bounded batches (one scan per submission reread the whole run's rows
+    each time). The scan keeps load order, so a submission's rows come together and by line."""
     findings = {s.submission_id: _Findings(s, schema_for(kind, date.fromisoformat(s.period_end))) for s in subs}
     if not subs:
         return {}

@@ -113,12 +113,6 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-def run_rules(con: duckdb.DuckDBPyConnection, submission_id: str, site_code: str, period_end: str,
-              file_names: dict[str, str]) -> list[Issue]:
-    """Every rule for one staged submission; `file_names` maps kind to the file name received."""
-    return rule_issues(con, [Checked(submission_id, site_code, period_end, file_names)])[submission_id]
-
-
 def rule_issues(con: duckdb.DuckDBPyConnection, checked: list[Checked]) -> dict[str, list[Issue]]:
     """Every rule for every submission in `checked`, each rule one query: issues by submission_id, in
     rule order and, within a rule, by line."""
@@ -156,21 +150,23 @@ def rule_issues(con: duckdb.DuckDBPyConnection, checked: list[Checked]) -> dict[
 
 class VolumeHistory:
     """Rows per site-period of each kind in raw.<kind>, read once per run and kept up to date as the
-    run promotes submissions, so a backfill's later months are judged against its earlier ones."""
+    run promotes submissions, so a backfill's later months are judged against its earlier ones.
+    raw.<kind> and pending.<kind> must exist (ingest's `_ensure_raw_tables`, and `clear_pending` when
+    staging: `rule_issues` has already read every pending.<kind> for the same submissions)."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, checked: list[Checked]):
         self.rows: dict[str, dict[tuple[str, str], int]] = defaultdict(dict)   # kind -> (site, period_end) -> rows
         self.pending: dict[str, dict[str, int]] = defaultdict(dict)           # kind -> submission_id -> rows
+        if not checked:  # nothing to count (and a run that staged nothing may have no pending tables)
+            return
         sites = sorted({c.site_code for c in checked})
         ids = [c.submission_id for c in checked]
         for kind in FILE_KINDS:
-            if _table_exists(con, "raw", kind):
-                for site, period, n in con.execute(f"""select site_code, cast(period_end as varchar), count(*)
-                        from raw.{kind} where site_code in (select unnest(?)) group by 1, 2""", [sites]).fetchall():
-                    self.rows[kind][(site, period)] = n
-            if _table_exists(con, "pending", kind):
-                self.pending[kind] = dict(con.execute(f"""select submission_id, count(*) from pending.{kind}
-                        where submission_id in (select unnest(?)) group by 1""", [ids]).fetchall())
+            for site, period, n in con.execute(f"""select site_code, cast(period_end as varchar), count(*)
+                    from raw.{kind} where site_code in (select unnest(?)) group by 1, 2""", [sites]).fetchall():
+                self.rows[kind][(site, period)] = n
+            self.pending[kind] = dict(con.execute(f"""select submission_id, count(*) from pending.{kind}
+                    where submission_id in (select unnest(?)) group by 1""", [ids]).fetchall())
 
     def anomalies(self, c: Checked) -> list[Issue]:
         """A file far larger than this site usually sends is a warning, not an error: it still publishes."""
@@ -191,8 +187,3 @@ class VolumeHistory:
             self.rows[kind].pop((c.site_code, c.period_end), None)
             if n := self.pending[kind].get(c.submission_id, 0):  # an empty site-period has no rows to count
                 self.rows[kind][(c.site_code, c.period_end)] = n
-
-
-def _table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
-    return con.execute("select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
-                       [schema, table]).fetchone()[0] > 0

@@ -14,10 +14,10 @@ import pytest
 
 from assets.generator import generate_landing
 from assets.reference import load_reference
-from assets.submissions import (Submission, check_header, discover, load_pending, validate_pending,
+from assets.submissions import (Submission, check_header, discover, load_pending, validate_pending_many,
                                 verify_manifest)
 from checks.issues import ERROR, Issue
-from checks.rules import run_rules
+from checks.rules import Checked, rule_issues
 from checks.schemas import FILE_KINDS
 from orchestration.settings import load_settings
 from tests.faults.cases import CASES, GOOD_SITES, PERIOD_2, PUBLISHED, REJECTED, Case, Plant
@@ -32,10 +32,11 @@ def validate(con: duckdb.DuckDBPyConnection, sub: Submission, settings) -> list[
         return issues
     for kind in FILE_KINDS:
         found = check_header(sub, kind) or load_pending(con, sub, kind)
-        issues += found or validate_pending(con, sub, kind)
+        issues += found or validate_pending_many(con, [sub], kind)[sub.submission_id]
     if not any(i.severity == ERROR for i in issues):
         names = {k: sub.data_file(k).name for k in FILE_KINDS}
-        issues += run_rules(con, sub.submission_id, sub.site_code, sub.period_end, names)
+        checked = Checked(sub.submission_id, sub.site_code, sub.period_end, names)
+        issues += rule_issues(con, [checked])[sub.submission_id]
     return issues
 
 
@@ -90,5 +91,5 @@ def test_a_batch_boundary_keeps_line_numbers(tmp_path: Path) -> None:
     [sub] = discover(settings.landing_dir)
     con = duckdb.connect()
     assert load_pending(con, sub, "patients") == []
-    found = validate_pending(con, sub, "patients", batch_rows=10)
+    found = validate_pending_many(con, [sub], "patients", batch_rows=10)[sub.submission_id]
     assert {(i.row, i.column) for i in found} == {(5, "sex"), (19, "sex")}

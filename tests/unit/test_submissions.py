@@ -11,8 +11,8 @@ import pytest
 from assets.generator import write_submission
 from assets.reference import load_reference
 from assets.submissions import (check_header, discover, load_pending, quarantine, sha256_file,
-                                validate_pending, verify_manifest)
-from checks.rules import run_rules
+                                validate_pending_many, verify_manifest)
+from checks.rules import Checked, rule_issues
 from checks.schemas import FILE_COLUMNS, FILE_KINDS
 from orchestration.settings import Settings
 
@@ -119,7 +119,7 @@ def test_schema_errors_name_line_and_column(isolated_settings: Settings, ref_con
     _submission(isolated_settings, _patients(rows))
     sub = discover(isolated_settings.landing_dir)[0]
     assert load_pending(ref_con, sub, "patients") == []
-    found = {(i.row, i.column) for i in validate_pending(ref_con, sub, "patients")}
+    found = {(i.row, i.column) for i in validate_pending_many(ref_con, [sub], "patients")[sub.submission_id]}
     assert found == {(4, "sex"), (6, "birth_month"), (6, "practice_code")}
 
 
@@ -142,7 +142,7 @@ def test_rules_across_rows_and_files(isolated_settings: Settings, ref_con: duckd
     sub = discover(isolated_settings.landing_dir)[0]
     for kind in FILE_KINDS:
         assert load_pending(ref_con, sub, kind) == []
-    issues = run_rules(ref_con, sub.submission_id, sub.site_code, sub.period_end, {})
+    issues = rule_issues(ref_con, [Checked(sub.submission_id, sub.site_code, sub.period_end, {})])[sub.submission_id]
     got = {(i.check, i.file, i.row, i.column) for i in issues}
     assert got == {
         ("duplicate_person", "patients.csv", 2, "person_id"), ("duplicate_person", "patients.csv", 3, "person_id"),
