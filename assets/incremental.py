@@ -92,14 +92,18 @@ def _missing(con: duckdb.DuckDBPyConnection, relations: list[tuple[str, str]]) -
     return [f"{s}.{t}" for s, t in relations if (s, t) not in present]
 
 
-def plan_build(con: duckdb.DuckDBPyConnection, manifest: dict, run_from: str, code: str | None = None) -> BuildPlan:
-    """What this build rebuilds; `run_from` is the period_end of the run's earliest period."""
+def plan_build(con: duckdb.DuckDBPyConnection, manifest: dict, run_from: str, code: str | None = None,
+               force_full: bool = False) -> BuildPlan:
+    """What this build rebuilds; `run_from` is the period_end of the run's earliest period, `force_full`
+    the run's full-refresh tag (`c20p5 run --full-refresh`)."""
     _ensure_builds(con)
     fingerprint = _fingerprint(con, code or code_fingerprint())
 
     def full(reason: str) -> BuildPlan:
         return BuildPlan(None, reason, fingerprint)
 
+    if force_full:
+        return full("asked for")
     last = con.execute(f"""select started_at, fingerprint from {BUILDS} where finished_at is not null
                            order by build_id desc limit 1""").fetchone()
     if last is None:

@@ -35,7 +35,7 @@ from dagster_dbt import (DagsterDbtTranslator, DagsterDbtTranslatorSettings, Dbt
                          dbt_assets)
 
 from assets.incremental import plan_build, project_files, record_finish, record_start
-from orchestration.partitions import REPORTING, SINGLE_RUN, period_end, scope_of_run
+from orchestration.partitions import FULL_REFRESH, REPORTING, SINGLE_RUN, period_end, scope_of_run
 from orchestration.resources import PipelineResource
 from orchestration.retries import RETRY_POLICY, data_errors_fail_fast
 from orchestration.settings import DBT_PROJECT_DIR
@@ -94,7 +94,8 @@ def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource,
     os.environ["C20P5_BUILD_DB_PATH"] = str(settings.build_db_path)
     scope = scope_of_run(context.run, context.instance)
     with pipeline.build_db() as con:
-        plan = plan_build(con, json.loads(DBT_PROJECT.manifest_path.read_text()), period_end(scope.periods[0]))
+        plan = plan_build(con, json.loads(DBT_PROJECT.manifest_path.read_text()), period_end(scope.periods[0]),
+                          force_full=context.run.tags.get(FULL_REFRESH) == "true")
         build_id = record_start(con, plan, context.run_id)
     dbt_vars = {**scope.dbt_vars(), **plan.dbt_vars()}
     target = target_for(settings.work_dir, dbt_vars)

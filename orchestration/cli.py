@@ -62,11 +62,14 @@ def _parser() -> argparse.ArgumentParser:
                            "One monthly submission per site of the registry and period, real geography, planted "
                            "gradients by IMD quintile; the person-level truth goes beside the landing zone "
                            "(<landing>/../generator_truth). Prints a line per site as it goes.", cmd_generate))
-    command("run", "run the nightly job through Dagster: ingest, build, check, publish",
-            "Ingests every complete submission not loaded yet (manifest and checksums first, then pandera and "
-            "SQL rules; a bad submission is quarantined and its site-period withheld), builds the dbt marts, "
-            "runs the Great Expectations checks and publishes what passed. Prints a line as each step starts "
-            "and ends, then a summary.", cmd_run)
+    r = command("run", "run the nightly job through Dagster: ingest, build, check, publish",
+                "Ingests every complete submission not loaded yet (manifest and checksums first, then pandera and "
+                "SQL rules; a bad submission is quarantined and its site-period withheld), builds the dbt marts "
+                "(only the periods from the earliest that changed since the last good build, unless the dbt "
+                "project or reference data changed), runs the Great Expectations checks and publishes what "
+                "passed. Prints a line as each step starts and ends, then a summary.", cmd_run)
+    r.add_argument("--full-refresh", action="store_true",
+                   help="rebuild every period of every dbt model (as after a change to the dbt project)")
     _generate_args(command("demo", "generate, then run, on the embedded DuckDB warehouse",
                            "`c20p5 generate` then `c20p5 run` with the same settings.", cmd_demo))
     b = command("backfill", "rebuild and republish a range of months for one site or every site",
@@ -126,7 +129,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from orchestration.runner import run_nightly
-    return _report(run_nightly(progress=sys.stdout))
+    return _report(run_nightly(progress=sys.stdout, full_refresh=args.full_refresh))
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

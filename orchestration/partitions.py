@@ -32,6 +32,7 @@ RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_p
 PARTITION = "dagster/partition"
 AS_OF = "c20p5/as_of"      # the date a run judges freshness by: the schedule's tick, else today
 PUBLISH = "c20p5/publish"  # "all": publish every site-period, not only the run's partitions
+FULL_REFRESH = "c20p5/full_refresh"  # "true": dbt rebuilds every period (else assets/incremental.py decides)
 LONDON = ZoneInfo("Europe/London")
 
 # end_offset=1: the month in progress is a partition too, so an early extract is not refused.
@@ -184,4 +185,4 @@ def due_range(settings: Settings, loaded: dict[str, str] | None, sites: list[str
 
 __all__ = ["REPORTING", "SINGLE_RUN", "Scope", "scope_of_run", "rectangle", "range_tags", "due_range",
            "partition_key", "is_period", "registry_sites", "instance_sites", "register_sites", "missing_sites",
-           "period_end", "as_of", "AS_OF", "PUBLISH", "SITE_PARTITIONS", "loaded_submissions"]
+           "period_end", "as_of", "AS_OF", "PUBLISH", "FULL_REFRESH", "SITE_PARTITIONS", "loaded_submissions"]

@@ -22,7 +22,7 @@ import duckdb
 
 from orchestration.alerts import LAUNCHED_BY, failure_summary, run_failure_details, send_alert
 from orchestration.jobs import TRIGGER
-from orchestration.partitions import (AS_OF, FIRST_PERIOD, LONDON, PUBLISH, REPORTING, due_range, is_period,
+from orchestration.partitions import (AS_OF, FIRST_PERIOD, FULL_REFRESH, LONDON, PUBLISH, REPORTING, due_range, is_period,
                                       loaded_submissions, range_tags, rectangle, register_sites)
 from orchestration.progress import ProgressLines
 from orchestration.settings import Settings, SettingsError, load_settings
@@ -81,16 +81,18 @@ def instance_for(settings: Settings) -> dg.DagsterInstance:
     return dg.DagsterInstance.local_temp(tempdir=str(home))
 
 
-def run_nightly(settings: Settings | None = None, progress: TextIO | None = None) -> RunOutcome:
+def run_nightly(settings: Settings | None = None, progress: TextIO | None = None,
+                full_refresh: bool = False) -> RunOutcome:
     """Run whatever is due once, as the schedule does, and report what was published (with a line
-    per step to `progress` as it goes, if given)."""
+    per step to `progress` as it goes, if given); `full_refresh` rebuilds every period in dbt."""
     settings = settings or load_settings()
     with instance_for(settings) as instance:
         keys = due_range(settings, loaded_submissions(settings), register_sites(instance))
         if keys is None:
             return RunOutcome(True, "-", settings.warehouse_label, "unchanged",
                               notes=[f"nothing landed in {settings.landing_dir} or loaded yet"])
-        return _execute(settings, instance, keys, {TRIGGER: "cli", PUBLISH: "all"}, progress)
+        tags = {TRIGGER: "cli", PUBLISH: "all", **({FULL_REFRESH: "true"} if full_refresh else {})}
+        return _execute(settings, instance, keys, tags, progress)
 
 
 def run_backfill(first: str, last: str, site_code: str | None = None,

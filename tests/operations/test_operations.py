@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 
 from assets.generator import generate_landing
+from assets.marts import target_for
 from assets.submissions import sha256_file
 from assets.warehouse import connect_warehouse
 from orchestration import cli
@@ -195,16 +196,39 @@ def test_running_the_schedule_twice_in_a_night_writes_nothing(ops: Ops) -> None:
         pd.testing.assert_frame_equal(frame, ops.snaps["schedule_2"][table], obj=table)
 
 
-def test_dbt_gets_the_partitions_as_vars_and_reuses_the_parse_for_the_same_vars(ops: Ops) -> None:
-    first = next(m for m in ops.logs["schedule_1"] if m.startswith("dbt build --vars"))
-    assert json.loads(first.split("--vars ", 1)[1].rsplit(": ", 1)[0]) == {
-        "period_end": "2026-10-31", "site_codes": ["lsc", "blackpool_central", "burnley_east"]}
-    assert first.endswith("new vars, full parse")
-    again = next(m for m in ops.logs["schedule_2"] if m.startswith("dbt build --vars"))
-    assert again.endswith("partial parse of an earlier run with these vars")
-    one = next(m for m in ops.logs["sensor_new"] if m.startswith("dbt build --vars"))
-    assert json.loads(one.split("--vars ", 1)[1].rsplit(": ", 1)[0]) == {
-        "period_start": "2026-10-31", "period_end": "2026-10-31", "site_codes": ["lsc"], "site_code": "lsc"}
+def _dbt_call(logs: list[str]) -> tuple[str, dict, str]:
+    """(what it rebuilt, --vars, parse) from the dbt step's log line."""
+    line = next(m for m in logs if m.startswith("dbt build of "))
+    plan, rest = line.removeprefix("dbt build of ").split(" --vars ", 1)
+    dbt_vars, parse = rest.rsplit(": ", 1)
+    return plan, json.loads(dbt_vars), parse
+
+
+def test_dbt_gets_the_partitions_as_vars_and_rebuilds_only_what_changed(ops: Ops) -> None:
+    sites = ["lsc", "blackpool_central", "burnley_east"]
+    plan, dbt_vars, parse = _dbt_call(ops.logs["schedule_1"])
+    assert (plan, dbt_vars, parse) == ("full refresh (no earlier build)",
+                                       {"period_end": "2026-10-31", "site_codes": sites}, "new vars, full parse")
+    # nothing new the second time: only the latest month is rebuilt, for every site
+    plan, dbt_vars, _ = _dbt_call(ops.logs["schedule_2"])
+    assert plan == "periods from 2026-10-31 (the run's first period)"
+    assert dbt_vars == {"period_end": "2026-10-31", "site_codes": sites, "rebuild_from": "2026-10-31"}
+    plan, dbt_vars, _ = _dbt_call(ops.logs["sensor_new"])
+    assert plan == "periods from 2026-10-31 (the run's first period)"
+    assert dbt_vars == {"period_start": "2026-10-31", "period_end": "2026-10-31", "site_codes": ["lsc"],
+                        "site_code": "lsc", "rebuild_from": "2026-10-31"}
+    plan, dbt_vars, _ = _dbt_call(ops.logs["backfill"])  # lsc 2026-09..10: the earlier month and all after it
+    assert plan.startswith("periods from 2026-09-30") and dbt_vars["rebuild_from"] == "2026-09-30"
+
+
+def test_the_parse_is_reused_for_the_same_vars(ops: Ops) -> None:
+    """Each set of vars keeps its own target directory and partial parse, so the next night with the
+    same vars (the same latest month, nothing older changed) parses only what changed."""
+    _, dbt_vars, _ = _dbt_call(ops.logs["schedule_2"])
+    target = target_for(ops.settings.work_dir, dict(reversed(list(dbt_vars.items()))))
+    assert (target / "partial_parse.msgpack").exists() and (target / "manifest.json").exists()
+    assert target == target_for(ops.settings.work_dir, dbt_vars)
+    assert target != target_for(ops.settings.work_dir, {**dbt_vars, "rebuild_from": "2026-09-30"})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -42,3 +42,11 @@ def test_bad_settings_exit_2_and_say_which(monkeypatch: pytest.MonkeyPatch, caps
 def test_bench_rejects_a_scale_it_cannot_read(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["bench", "--scales", "lots"]) == cli.EXIT_USAGE
     assert "lots" in capsys.readouterr().err
+
+
+def test_run_offers_a_full_refresh(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--full-refresh rebuild every period of every dbt model" in text
+    assert "only the periods from the earliest that changed since the last good build" in text

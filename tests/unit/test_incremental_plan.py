@@ -90,6 +90,12 @@ def test_changed_code_or_reference_is_a_full_refresh(con, change: str) -> None:
     assert plan.rebuild_from is None and "changed" in plan.reason
 
 
+def test_a_full_refresh_can_be_asked_for(con) -> None:
+    good_build(con, plan_build(con, MANIFEST, "2026-10-31", code=CODE))
+    plan = plan_build(con, MANIFEST, "2026-11-30", code=CODE, force_full=True)
+    assert (plan.rebuild_from, plan.reason) == (None, "asked for")
+
+
 def test_a_missing_incremental_table_is_a_full_refresh(con) -> None:
     good_build(con, plan_build(con, MANIFEST, "2026-10-31", code=CODE))
     con.execute("drop table main_intermediate.a")
