@@ -5,8 +5,8 @@ earliest one that may differ from what the build database holds, through the lat
   - the run's own earliest period (what it was asked to build),
   - every period whose raw snapshot was promoted since the last good build started,
   - the periods of any build since then that did not finish (it may have rebuilt some models only).
-Everything is rebuilt (`--full-refresh`) when there was no good build, when a period-keyed table is
-missing, or when anything else the models read changed: the dbt project's files (models, macros,
+Everything is rebuilt (`--full-refresh`), seeds included, when there was no good build, when a
+period-keyed table or a seed is missing, or when anything else the models read changed: the dbt project's files (models, macros,
 seeds, tests, vars), the Python statistics module, the dbt/DuckDB versions, or the reference data.
 
 The record of builds is `audit.dbt_builds` in the build database, next to what it describes."""
@@ -40,6 +40,12 @@ class BuildPlan:
 
     def dbt_flags(self) -> list[str]:
         return [] if self.rebuild_from else ["--full-refresh"]
+
+    @property
+    def loads_seeds(self) -> bool:
+        """Seeds are code (their files are in the fingerprint): an incremental build's are already loaded
+        and tested, by the last good build."""
+        return self.rebuild_from is None
 
     def describe(self) -> str:
         what = f"periods from {self.rebuild_from}" if self.rebuild_from else "full refresh"
@@ -87,6 +93,10 @@ def incremental_relations(manifest: dict) -> list[tuple[str, str]]:
                   if n["resource_type"] == "model" and n["config"].get("materialized") == "incremental")
 
 
+def seed_relations(manifest: dict) -> list[tuple[str, str]]:
+    return sorted((n["schema"], n["alias"]) for n in manifest["nodes"].values() if n["resource_type"] == "seed")
+
+
 def _missing(con: duckdb.DuckDBPyConnection, relations: list[tuple[str, str]]) -> list[str]:
     present = set(con.execute("select table_schema, table_name from information_schema.tables").fetchall())
     return [f"{s}.{t}" for s, t in relations if (s, t) not in present]
@@ -110,7 +120,7 @@ def plan_build(con: duckdb.DuckDBPyConnection, manifest: dict, run_from: str, co
         return full("no earlier build")
     if last[1] != fingerprint:
         return full("the dbt project, the statistics code or the reference data changed")
-    missing = _missing(con, incremental_relations(manifest))
+    missing = _missing(con, incremental_relations(manifest) + seed_relations(manifest))
     if missing:
         return full(f"{missing[0]} is missing" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     unfinished = con.execute(f"""select count(*), count(rebuild_from), min(rebuild_from) from {BUILDS}

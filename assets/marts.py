@@ -15,7 +15,7 @@ Seeds (45 of the project's 86 nodes: the codelists, the catalogue, lookups) are 
 but are not Dagster assets: a partitioned asset costs one materialization event per partition of the
 run, ~10 ms of Dagster each (45 x 338 partitions of a 26-site x 13-month nightly was ~2 min), and a seed
 is the same table for every partition. They are built first, with their tests, in a dbt call of their
-own. (Making the dbt assets unpartitioned instead cuts every model's events, but then the publish,
+own, on a full refresh only (they are part of the code an incremental build found unchanged). (Making the dbt assets unpartitioned instead cuts every model's events, but then the publish,
 downstream, is no longer reached by a Dagster asset backfill over partitions: docs/performance.md.)
 
 Source tests run inside `dbt build` but are not attached as checks to the ingest assets: checks
@@ -106,7 +106,8 @@ def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource,
     started = time.monotonic()
     vars_arg = ["--vars", json.dumps(dbt_vars)]
     with data_errors_fail_fast("dbt build"):
-        dbt.cli(["build", "--select", SEEDS, *vars_arg], target_path=target).wait()
+        if plan.loads_seeds:
+            dbt.cli(["build", "--select", SEEDS, *vars_arg], target_path=target).wait()
         yield from dbt.cli(["build", *vars_arg, *plan.dbt_flags()], context=context, target_path=target).stream()
     with pipeline.build_db() as con:
         record_finish(con, build_id)

@@ -14,7 +14,10 @@ Confidence levels are fractions in (0, 1], e.g. 0.95 or 0.998.
 from __future__ import annotations
 
 import multiprocessing
+import os
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Sequence
 
@@ -572,8 +575,24 @@ def sii_many(tasks: Sequence[SiiTask], workers: int = 1,
     caller whose main module is import-safe passes workers > 1 (the dbt model: dbt's own script)."""
     if workers < 2 or len(tasks) < parallel_from:
         return [_run_sii(t) for t in tasks]
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with _one_blas_thread_each(), ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         return list(pool.map(_run_sii, tasks, chunksize=max(1, len(tasks) // (workers * 8))))
+
+
+BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextmanager
+def _one_blas_thread_each() -> Iterator[None]:
+    """Workers spawned meanwhile start numpy's BLAS with one thread: by default each would start one per
+    core, and on 2 cores 2 workers ran 1,000 SIIs in 34.6 s against 22.2 s for one process (12.9 s so)."""
+    saved = {k: os.environ.get(k) for k in BLAS_THREADS}
+    os.environ.update({k: "1" for k in BLAS_THREADS})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
 # --------------------------------------------------------------------------

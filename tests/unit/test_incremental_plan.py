@@ -12,6 +12,7 @@ MANIFEST = {"nodes": {
                       "config": {"materialized": "incremental"}},
     "model.c20p5.dim": {"resource_type": "model", "schema": "main_marts", "alias": "dim",
                         "config": {"materialized": "table"}},
+    "seed.c20p5.s": {"resource_type": "seed", "schema": "main_seeds", "alias": "s", "config": {"materialized": "seed"}},
     "test.c20p5.t": {"resource_type": "test", "schema": "x", "alias": "t", "config": {"materialized": "test"}},
 }}
 CODE = "code-v1"
@@ -20,9 +21,10 @@ CODE = "code-v1"
 @pytest.fixture
 def con():
     con = duckdb.connect()
-    for schema in ("audit", "main_intermediate"):
+    for schema in ("audit", "main_intermediate", "main_seeds"):
         con.execute(f"create schema {schema}")
     con.execute("create table main_intermediate.a (period_end date)")
+    con.execute("create table main_seeds.s (code varchar)")
     con.execute("create table audit.reference (fingerprint varchar, loaded_at timestamp)")
     con.execute("insert into audit.reference values ('ref-1', now())")
     con.execute("""create table audit.submissions (submission_id varchar, site_code varchar, period varchar,
@@ -42,14 +44,14 @@ def promote(con, period_end: str) -> None:
 def test_the_first_build_is_a_full_refresh(con) -> None:
     plan = plan_build(con, MANIFEST, "2026-10-31", code=CODE)
     assert (plan.rebuild_from, plan.reason) == (None, "no earlier build")
-    assert plan.dbt_flags() == ["--full-refresh"] and plan.dbt_vars() == {}
+    assert plan.dbt_flags() == ["--full-refresh"] and plan.dbt_vars() == {} and plan.loads_seeds
 
 
 def test_after_a_good_build_only_the_runs_periods(con) -> None:
     good_build(con, plan_build(con, MANIFEST, "2026-10-31", code=CODE))
     plan = plan_build(con, MANIFEST, "2026-11-30", code=CODE)
     assert (plan.rebuild_from, plan.reason) == ("2026-11-30", "the run's first period")
-    assert plan.dbt_flags() == [] and plan.dbt_vars() == {"rebuild_from": "2026-11-30"}
+    assert plan.dbt_flags() == [] and plan.dbt_vars() == {"rebuild_from": "2026-11-30"} and not plan.loads_seeds
 
 
 def test_a_snapshot_promoted_since_the_last_good_build_is_rebuilt(con) -> None:
@@ -96,11 +98,12 @@ def test_a_full_refresh_can_be_asked_for(con) -> None:
     assert (plan.rebuild_from, plan.reason) == (None, "asked for")
 
 
-def test_a_missing_incremental_table_is_a_full_refresh(con) -> None:
+@pytest.mark.parametrize("table", ["main_intermediate.a", "main_seeds.s"])
+def test_a_missing_incremental_table_or_seed_is_a_full_refresh(con, table: str) -> None:
     good_build(con, plan_build(con, MANIFEST, "2026-10-31", code=CODE))
-    con.execute("drop table main_intermediate.a")
+    con.execute(f"drop table {table}")
     plan = plan_build(con, MANIFEST, "2026-11-30", code=CODE)
-    assert (plan.rebuild_from, plan.reason) == (None, "main_intermediate.a is missing")
+    assert (plan.rebuild_from, plan.reason, plan.loads_seeds) == (None, f"{table} is missing", True)
 
 
 def test_the_code_fingerprint_follows_the_dbt_project(tmp_path, monkeypatch) -> None:
