@@ -27,7 +27,6 @@ from orchestration.retries import RETRY_POLICY, data_errors_fail_fast
 
 GROUP = "ingest"
 # Every ingest asset is partitioned by site and month: a run ingests only its partitions' submissions.
-PROMOTE_MEMORY = "2GB"  # DuckDB's own limit is 80% of RAM; the promotion's sort spills past this instead
 PARTITIONED = {"partitions_def": REPORTING, "backfill_policy": SINGLE_RUN, "retry_policy": RETRY_POLICY}
 
 
@@ -358,11 +357,10 @@ def _promote(con: duckdb.DuckDBPyConnection, subs: list[Submission]) -> None:
         con.execute(f"""delete from raw.{kind} r using _promoted p
                         where r.site_code = p.site_code and r.period_end = p.period_end""")
         # in submission and file order, as loaded one by one before: row order reaches the models. The
-        # sort holds the run's rows (5 GB for 33 M event rows, against 0.8 GB unsorted): let it spill.
-        con.execute(f"set memory_limit = '{PROMOTE_MEMORY}'")
+        # sort holds the run's rows (5 GB for 33 M event rows, against 0.8 GB unsorted): it spills past
+        # the build database's memory limit (orchestration/resources.py BUILD_DB_MEMORY).
         con.execute(f"""insert into raw.{kind} select p.site_code, p.period_end, k.submission_id, {cols}
             from pending.{kind} k join _promoted p using (submission_id) order by p.site_code, p.period_end, k._line""")
-        con.execute("reset memory_limit")
         con.execute(f"delete from pending.{kind} where submission_id in (select unnest(?))",
                     [[s.submission_id for s in subs]])
     for sub in subs:

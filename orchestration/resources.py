@@ -11,6 +11,10 @@ import duckdb
 from orchestration.settings import LOCK_TIMEOUT_SECONDS, Settings, load_settings
 
 FIRST_WAIT_SECONDS, MAX_WAIT_SECONDS = 0.1, 15.0
+# What a step's DuckDB may hold in memory before it spills to disk (DuckDB's own default is 80% of RAM).
+# At 100k people the SQL rules over the run's 33 M staged event rows reached 7.9 GB without it, and the
+# promotion's ordered insert 5 GB; capped at 2 GB the promotion took 33 s instead of 30 s.
+BUILD_DB_MEMORY = "3GB"
 
 log = dg.get_dagster_logger("c20p5")
 
@@ -34,6 +38,7 @@ class PipelineResource(dg.ConfigurableResource):
         timeout = settings.lock_timeout_seconds if self.lock_timeout_seconds is None else self.lock_timeout_seconds
         con = connect_with_backoff(str(settings.build_db_path), timeout=timeout)
         try:
+            con.execute(f"set memory_limit = '{BUILD_DB_MEMORY}'")
             for schema in ("audit", "pending", "raw", "ref"):
                 con.execute(f"create schema if not exists {schema}")
             yield con
