@@ -20,6 +20,7 @@ from pathlib import Path
 
 import duckdb
 
+from orchestration.resources import table_exists
 from orchestration.settings import DBT_PROJECT_DIR, PROJECT_ROOT
 
 # What dbt reads from the project: a change to any of them can change every period.
@@ -76,14 +77,9 @@ def _ensure_builds(con: duckdb.DuckDBPyConnection) -> None:
         fingerprint varchar, rebuild_from date, reason varchar, started_at timestamp, finished_at timestamp)""")
 
 
-def _has_table(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
-    return con.execute("select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
-                       [schema, table]).fetchone()[0] > 0
-
-
 def _fingerprint(con: duckdb.DuckDBPyConnection, code: str) -> str:
     reference = (con.execute("select max(fingerprint) from audit.reference").fetchone()[0]
-                 if _has_table(con, "audit", "reference") else None)
+                 if table_exists(con, "audit", "reference") else None)
     return hashlib.sha256(f"{code}\0{reference or ''}".encode()).hexdigest()
 
 
@@ -129,7 +125,7 @@ def plan_build(con: duckdb.DuckDBPyConnection, manifest: dict, run_from: str, co
         return full("a full refresh since the last good build did not finish")
     promoted = con.execute("""select min(cast(period_end as date)) from audit.submissions
                               where status = 'loaded' and decided_at >= ?""", [last[0]]).fetchone()[0] \
-        if _has_table(con, "audit", "submissions") else None
+        if table_exists(con, "audit", "submissions") else None
     starts = {str(run_from): "the run's first period"}
     if unfinished[2] is not None:
         starts.setdefault(str(unfinished[2]), "an unfinished build since the last good one")

@@ -26,7 +26,7 @@ from checks.disclosure import apply_disclosure_control
 from orchestration.alerts import send_alert
 from checks.asset_checks import freshness
 from orchestration.partitions import REPORTING, SINGLE_RUN, Scope, as_of, registry_sites, scope_of_run
-from orchestration.resources import PipelineResource
+from orchestration.resources import PipelineResource, table_exists
 from orchestration.retries import RETRY_POLICY, data_errors_fail_fast
 from orchestration.settings import PROJECT_ROOT, Settings
 
@@ -142,7 +142,7 @@ def _withheld(con: duckdb.DuckDBPyConnection, run_id: str, scope: Scope | None =
     rows = con.execute("""select site_code, period_end, reason from audit.submissions
                           where run_id = ? and status = 'rejected' order by 1, 2""", [run_id]).fetchall()
     out = [{"site_code": s, "period_end": p, "reason": f"submission quarantined: {r}"} for s, p, r in rows]
-    if _table_exists(con, "audit", "mart_checks"):
+    if table_exists(con, "audit", "mart_checks"):
         failed = con.execute("""select site_code, string_agg(message, '; ') from audit.mart_checks
                                 where run_id = ? and not passed group by 1 order by 1""", [run_id]).fetchall()
         out += [{"site_code": s, "period_end": "*", "reason": f"Great Expectations checks failed: {m}"}
@@ -155,7 +155,7 @@ def _data_quality(con: duckdb.DuckDBPyConnection, run_id: str, scope: Scope | No
                                    false as passed, file, "row", "column", message
                             from audit.issues where run_id = ?""", [run_id]).df()
     frames = [issues]
-    if _table_exists(con, "audit", "mart_checks"):
+    if table_exists(con, "audit", "mart_checks"):
         frames.append(con.execute("""select run_id, site_code, '*' as period_end, 'great_expectations' as stage,
                                             check_name, severity, passed, null as file, null as "row",
                                             null as "column", message
@@ -189,11 +189,6 @@ def _loaded_outside(con: duckdb.DuckDBPyConnection, scope: Scope) -> list[tuple[
     """Loaded site-periods this run does not publish: their published rows stay as they are."""
     rows = con.execute("select site_code, period_end from audit.submissions where status = 'loaded' order by 1, 2")
     return [(s, p) for s, p in rows.fetchall() if not scope.publishes(s, p)]
-
-
-def _table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
-    return con.execute("select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
-                       [schema, table]).fetchone()[0] > 0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import duckdb
 
 from checks.expectations import validate_site_frames
 from orchestration.partitions import as_of, registry_sites, scope_of_run
-from orchestration.resources import PipelineResource
+from orchestration.resources import PipelineResource, table_exists
 from orchestration.retries import RETRY_POLICY, data_errors_fail_fast
 
 MARTS = ("fct_indicator_values", "fct_inequality_summary")
@@ -86,16 +86,11 @@ class Freshness:
 
 def freshness(con: duckdb.DuckDBPyConnection, site_code: str, on: date) -> Freshness:
     last = None
-    if _exists(con, "audit", "submissions"):
+    if table_exists(con, "audit", "submissions"):
         last = con.execute("""select max(period_end) from audit.submissions
                               where site_code = ? and status in ('loaded', 'superseded')""", [site_code]).fetchone()[0]
     overdue = last is None or on > date.fromisoformat(last) + timedelta(days=FRESHNESS_DAYS)
     return Freshness(site_code, last, on, overdue)
-
-
-def _exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
-    return con.execute("select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
-                       [schema, table]).fetchone()[0] > 0
 
 
 def _freshness_check(site_code: str) -> dg.AssetChecksDefinition:

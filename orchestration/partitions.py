@@ -155,11 +155,10 @@ def range_tags(keys: dg.PartitionKeyRange) -> dict[str, str]:
 def loaded_submissions(settings: Settings, timeout: float = 20.0) -> dict[str, str] | None:
     """"site/YYYY-MM" -> manifest sha (12 characters) of each loaded submission; {} before the first
     run; None (logged) when a run keeps the build database locked for longer than `timeout`."""
-    from orchestration.resources import BuildDatabaseLocked, log, peek_build_db
+    from orchestration.resources import BuildDatabaseLocked, log, peek_build_db, table_exists
     try:
         with peek_build_db(settings, timeout=timeout) as con:
-            if con is None or not con.execute("""select count(*) from information_schema.tables
-                    where table_schema = 'audit' and table_name = 'submissions'""").fetchone()[0]:
+            if con is None or not table_exists(con, "audit", "submissions"):
                 return {}
             rows = con.execute("""select site_code || '/' || period, manifest_sha from audit.submissions
                                   where status = 'loaded'""").fetchall()

@@ -19,6 +19,11 @@ BUILD_DB_MEMORY = "3GB"
 log = dg.get_dagster_logger("c20p5")
 
 
+def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    return con.execute("select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
+                       [schema, table]).fetchone()[0] > 0
+
+
 class PipelineResource(dg.ConfigurableResource):
     """Settings come from the C20P5_* environment (orchestration/settings.py), read when used,
     so the UI, the CLI and the tests all run the same definitions."""
