@@ -1,17 +1,19 @@
 """The publish path (SPEC §8-§10): gate, disclosure control, identifier gate, atomic swap.
 
 The one asset that writes the shared warehouse. It publishes the site-periods of the run's
-partitions (a nightly run, tagged c20p5/publish=all, every site-period: a complete snapshot) that
-passed their checks, as one publication, and only if something readers would see changed: rows of
-those site-periods, the catalogue, or a site's freshness verdict. Other site-periods keep their
-rows untouched. A site is withheld when this run quarantined its submission for a period (that
-period only) or when its marts failed an error-severity Great Expectations check (the whole site);
-withheld site-periods keep their last good publication, and a notice goes to C20P5_ALERT_WEBHOOK.
+partitions (a nightly run, tagged c20p5/publish=all, every site-period) that passed their checks
+and whose rows readers would see change, as one publication, and only if something readers would
+see changed: rows of those site-periods, the catalogue, or a site's freshness verdict. Other
+site-periods keep their rows untouched. Only site-periods whose mart rows changed since they were
+last published or confirmed are read and compared (assets/changes.py). A site is withheld when this
+run quarantined its submission for a period (that period only) or when its marts failed an
+error-severity Great Expectations check (the whole site); withheld site-periods keep their last good
+publication, and a notice goes to C20P5_ALERT_WEBHOOK.
 """
 
 import hashlib
-import json
 import subprocess
+from dataclasses import replace
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -21,6 +23,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from assets.changes import SitePeriod, code_token, combine, mart_digests, remember, rows_of, unseen
 from assets.warehouse import INDICATOR_VALUE_COLUMNS, INEQUALITY_COLUMNS, Publication, connect_warehouse, publish_duckdb
 from checks.disclosure import apply_disclosure_control
 from orchestration.alerts import send_alert
@@ -32,6 +35,9 @@ from orchestration.settings import PROJECT_ROOT, Settings
 
 MARTS = ("fct_indicator_values", "fct_inequality_summary", "dim_indicators", "dim_sites")
 FRESHNESS_STAGE = "freshness"
+PUBLISH_CONSUMER = "publish"
+# The code that turns mart rows into published rows: a change to it compares every site-period again.
+PUBLISH_TOKEN = code_token("assets/publish.py", "assets/warehouse.py", "checks/disclosure.py")
 ROW_TABLES = {"indicator_values": [c for c in INDICATOR_VALUE_COLUMNS if c != "publication_id"],
               "inequality_summary": [c for c in INEQUALITY_COLUMNS if c != "publication_id"]}
 
@@ -53,14 +59,25 @@ def _publish(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> d
     settings = pipeline.settings()
     run_id = context.run.run_id
     scope = scope_of_run(context.run, context.instance)
+    latest = latest_publications(settings, scope.published_sites)
     with pipeline.build_db() as con:
-        pub = build_publication(con, run_id, scope, as_of(context.run))
+        digests = {k: d for k, d in mart_digests(con, scope.published_sites).items() if scope.publishes(*k)}
+        seen = {k: _seen(settings, d, latest.get(k)) for k, d in digests.items()}
+        candidates = unseen(con, PUBLISH_CONSUMER, seen)
+        pub = build_publication(con, run_id, scope, as_of(context.run), only=candidates)
         outside = _loaded_outside(con, scope)
-    current = published_state(settings, scope)
+    current = published_state(settings, scope, candidates)
     changed = [k for k, digest in sorted(_publication_state(pub).items()) if current.get(k) != digest]
     changed_rows = {(s, p) for t, s, p in changed if t in ROW_TABLES}
-    unchanged = [sp for sp in pub.published if sp not in changed_rows]
+    confirmed = set(pub.published) - changed_rows  # looked at again: readers already see these rows
+    unchanged = sorted((set(digests) - candidates) | confirmed)
+    pub = restricted(pub, changed_rows)
     publication_id = write_publication(settings, pub) if changed or pub.withheld else None
+    now_seen = {k: seen[k] for k in confirmed}
+    if publication_id is not None:
+        now_seen |= {k: _seen(settings, digests[k], publication_id) for k in changed_rows}
+    with pipeline.build_db() as con:  # the next run need not look at these again
+        remember(con, PUBLISH_CONSUMER, now_seen)
     alert = _withheld_notice(settings, pub, publication_id, context) if pub.withheld else "nothing withheld"
     context.log.info(_summary(pub, publication_id, settings, scope, unchanged, outside, changed))
     return dg.MaterializeResult(metadata={
@@ -68,6 +85,7 @@ def _publish(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> d
         "warehouse": settings.warehouse_label,
         "partitions": scope.describe(),
         "site_periods_published": len(pub.published) if publication_id is not None else 0,
+        "site_periods_compared": len(candidates),
         "changed": dg.MetadataValue.json([" ".join(k).replace(" * *", "") for k in changed]),
         "unchanged_site_periods": dg.MetadataValue.json([f"{s} {p}" for s, p in unchanged]),
         "outside_partitions_untouched": dg.MetadataValue.json([f"{s} {p}" for s, p in outside]),
@@ -75,6 +93,23 @@ def _publish(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> d
         "withheld_notice": alert,
         "preview": dg.MetadataValue.md(_preview(pub)),
     })
+
+
+def _seen(settings: Settings, digest: str, publication_id: int | None) -> str:
+    """What the publish records of a site-period: its marts' rows, this code, the warehouse, and the
+    publication whose rows readers see there (a warehouse changed by anyone else reads as unseen)."""
+    return combine(digest, f"{PUBLISH_TOKEN}|{settings.warehouse_label}|{publication_id}")
+
+
+def restricted(pub: Publication, keep: set[SitePeriod]) -> Publication:
+    """`pub` with only the rows of the site-periods in `keep` (those whose rows readers would see change)."""
+    def rows(frame: pd.DataFrame) -> pd.DataFrame:
+        mask = [(s, str(p)[:10]) in keep for s, p in zip(frame["site_code"], frame["period_end"])]
+        return frame.loc[pd.Series(mask, index=frame.index, dtype=bool)].reset_index(drop=True)
+    out = replace(pub, indicator_values=rows(pub.indicator_values), inequality_summary=rows(pub.inequality_summary),
+                  published=sorted(set(pub.published) & keep))
+    out.content_hash = content_hash(out)
+    return out
 
 
 def write_publication(settings: Settings, pub: Publication) -> int | None:
@@ -87,11 +122,14 @@ def write_publication(settings: Settings, pub: Publication) -> int | None:
 
 
 def build_publication(con: duckdb.DuckDBPyConnection, run_id: str, scope: Scope | None = None,
-                      on: date | None = None) -> Publication:
-    """The run's publication: its partitions' site-periods that passed (every site-period if scope is None),
-    with the freshness of its sites as of `on` (today if None)."""
-    values = _in_scope(con.execute("select * from marts.fct_indicator_values").df(), scope)
-    summary = _in_scope(con.execute("select * from marts.fct_inequality_summary").df(), scope)
+                      on: date | None = None, only: set[SitePeriod] | None = None) -> Publication:
+    """The run's publication: its partitions' site-periods that passed (every site-period if scope is None;
+    only those of `only` if given), with the freshness of its sites as of `on` (today if None)."""
+    if only is None:
+        values = _in_scope(con.execute("select * from marts.fct_indicator_values").df(), scope)
+        summary = _in_scope(con.execute("select * from marts.fct_inequality_summary").df(), scope)
+    else:
+        values, summary = (rows_of(con, m, only) for m in ("fct_indicator_values", "fct_inequality_summary"))
     withheld = _withheld(con, run_id, scope)
     blocked_sites = {w["site_code"] for w in withheld if w["period_end"] == "*"}
     blocked = {(w["site_code"], w["period_end"]) for w in withheld}
@@ -198,24 +236,38 @@ def _loaded_outside(con: duckdb.DuckDBPyConnection, scope: Scope) -> list[tuple[
 Key = tuple[str, str, str]  # (table, site_code, period_end); ("indicators", "*", "*") for whole tables
 
 
-def published_state(settings: Settings, scope: Scope) -> dict[Key, str]:
-    """Digests of the latest published rows of the run's sites, the catalogue and the freshness verdicts."""
-    frames = _read_published(settings, scope.published_sites)
-    out: dict[Key, str] = {}
-    for table, frame in frames.items():
-        out |= _digests(table, frame)
-    return out
-
-
-def _read_published(settings: Settings, sites: list[str]) -> dict[str, pd.DataFrame]:
-    codes = ", ".join(f"'{s}'" for s in sites if s.replace("_", "").isalnum()) or "''"
-    queries = {t: _latest_sql(t, cols, codes) for t, cols in ROW_TABLES.items()}
+def published_state(settings: Settings, scope: Scope, keys: set[SitePeriod] | None = None) -> dict[Key, str]:
+    """Digests of the latest published rows of the run's sites (only of `keys` if given), the catalogue
+    and the freshness verdicts."""
+    codes = _codes(scope.published_sites)
+    queries = {t: _latest_sql(t, cols, codes, keys) for t, cols in ROW_TABLES.items()}
     queries |= {"indicators": "select * from evaluation.indicators", "sites": "select * from evaluation.sites",
                 FRESHNESS_STAGE: f"""select d.site_code, d.period_end, d.passed from evaluation.data_quality d
                     join (select site_code, max(publication_id) as publication_id from evaluation.data_quality
                           where stage = '{FRESHNESS_STAGE}' and site_code in ({codes}) group by site_code) latest
                       on d.site_code = latest.site_code and d.publication_id = latest.publication_id
                     where d.stage = '{FRESHNESS_STAGE}'"""}
+    out: dict[Key, str] = {}
+    for table, frame in _read_published(settings, queries).items():
+        out |= _digests(table, frame)
+    return out
+
+
+def latest_publications(settings: Settings, sites: list[str]) -> dict[SitePeriod, int]:
+    """The publication whose rows readers see, per published site-period of `sites`."""
+    sql = f"""select site_code, cast(period_end as varchar) as period_end, max(publication_id) as publication_id
+              from evaluation.indicator_values_history where site_code in ({_codes(sites)}) group by 1, 2"""
+    frame = _read_published(settings, {"latest": sql}).get("latest")
+    if frame is None or frame.empty:
+        return {}
+    return {(s, str(p)[:10]): int(i) for s, p, i in zip(frame["site_code"], frame["period_end"], frame["publication_id"])}
+
+
+def _codes(sites: list[str]) -> str:
+    return ", ".join(f"'{s}'" for s in sites if s.replace("_", "").isalnum()) or "''"
+
+
+def _read_published(settings: Settings, queries: dict[str, str]) -> dict[str, pd.DataFrame]:
     if settings.warehouse_is_postgres:
         return _read_postgres(settings.warehouse_url, queries)
     if not Path(settings.warehouse_url).exists():
@@ -227,11 +279,16 @@ def _read_published(settings: Settings, sites: list[str]) -> dict[str, pd.DataFr
         con.close()
 
 
-def _latest_sql(table: str, columns: list[str], codes: str) -> str:
+def _latest_sql(table: str, columns: list[str], codes: str, keys: set[SitePeriod] | None) -> str:
     cols = ", ".join(f'h."{c}"' for c in columns)
+    only = ""
+    if keys is not None:  # site codes are checked above; periods are dates from the build database
+        wanted = ", ".join(f"'{s}|{p}'" for s, p in sorted(keys) if s.replace("_", "").isalnum()) or "''"
+        only = f" and site_code || '|' || cast(period_end as varchar) in ({wanted})"
     return f"""select {cols} from evaluation.{table}_history h
         join (select site_code, period_end, max(publication_id) as publication_id
-              from evaluation.{table}_history where site_code in ({codes}) group by site_code, period_end) latest
+              from evaluation.{table}_history where site_code in ({codes}){only}
+              group by site_code, period_end) latest
           on h.site_code = latest.site_code and h.period_end = latest.period_end
          and h.publication_id = latest.publication_id"""
 

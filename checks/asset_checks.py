@@ -3,7 +3,8 @@
 - Great Expectations suites on the marts. GX runs on data frames read from the build database (its
   SQL datasource returns nothing on DuckDB). Each site the run publishes is validated on its own,
   so an error-severity failure withholds only that site: the verdicts go to `audit.mart_checks`,
-  which the publish reads.
+  which the publish reads. Only site-periods whose rows changed since they last passed (or whose
+  suite changed) are read and validated (assets/changes.py); a site with none passes as before.
 - Freshness, one check per site of the registry (as the definitions load): a site is overdue when
   no new period has been accepted within FRESHNESS_DAYS of its last period_end. The publish applies
   the same rule (`freshness`) to every site it publishes and records it in `evaluation.data_quality`.
@@ -11,17 +12,21 @@
 
 from dataclasses import dataclass
 from datetime import date, timedelta
+from pathlib import Path
 
 import dagster as dg
 import duckdb
 
-from checks.expectations import validate_site_frames
+from assets.changes import SitePeriod, code_token, combine, mart_digests, remember, rows_of, unseen
+from checks.expectations import SiteResult, validate_site_frames
 from orchestration.partitions import as_of, registry_sites, scope_of_run
 from orchestration.resources import PipelineResource, table_exists
 from orchestration.retries import RETRY_POLICY, data_errors_fail_fast
 
 MARTS = ("fct_indicator_values", "fct_inequality_summary")
 FRESHNESS_DAYS = 35
+GX_CONSUMER = "great_expectations"
+SUITE_TOKEN = code_token("checks/expectations.py")  # new expectations re-validate every site-period
 
 
 @dg.asset_check(asset=dg.AssetKey(["marts", "fct_indicator_values"]), name="great_expectations_marts", blocking=True,
@@ -38,26 +43,47 @@ def _validate_marts(context: dg.AssetCheckExecutionContext, pipeline: PipelineRe
     settings = pipeline.settings()
     sites = scope_of_run(context.run, context.instance).published_sites
     with pipeline.build_db() as con:
-        frames = {m: con.execute(f"select * from marts.{m} where site_code in (select unnest(?))", [sites]).df()
-                  for m in MARTS}
-        results = validate_site_frames(frames, settings.work_dir / "data_docs")
-        _record(con, context.run.run_id, results)
-    failed = [r for r in results if not r.success]
-    index = next((r.docs_index for r in results if r.docs_index), None)
+        verdicts = validate_changed_marts(con, sites, settings.work_dir / "data_docs")
+        _record(con, context.run.run_id, verdicts)
+    failed = [r for r in verdicts.results if not r.success]
+    index = next((r.docs_index for r in verdicts.results if r.docs_index), None)
     return dg.AssetCheckResult(
         passed=not failed, severity=dg.AssetCheckSeverity.WARN,
-        metadata={"sites_checked": len(results), "sites_failed": dg.MetadataValue.json([r.site_code for r in failed]),
+        metadata={"sites_checked": len(verdicts.results), "site_periods_checked": len(verdicts.checked),
+                  "sites_unchanged_since_passing": dg.MetadataValue.json(verdicts.carried),
+                  "sites_failed": dg.MetadataValue.json([r.site_code for r in failed]),
                   "failures": dg.MetadataValue.md("\n".join(f"- {r.site_code}: {e}" for r in failed for e in r.errors) or "none"),
                   "data_docs": dg.MetadataValue.path(str(index)) if index else "not built"})
 
 
-def _record(con: duckdb.DuckDBPyConnection, run_id: str, results: list) -> None:
+@dataclass(frozen=True)
+class MartVerdicts:
+    results: list[SiteResult]     # the sites validated now
+    carried: list[str]            # sites whose every site-period is unchanged since it last passed
+    checked: set[SitePeriod]      # the site-periods validated now
+
+
+def validate_changed_marts(con: duckdb.DuckDBPyConnection, sites: list[str], docs_dir: Path | None) -> MartVerdicts:
+    """Validate the site-periods of `sites` whose marts' rows (or suite) changed since they last passed;
+    a site with none passes as before. A failed site-period is not recorded, so it is validated again."""
+    expected = {k: combine(d, SUITE_TOKEN) for k, d in mart_digests(con, sites).items()}
+    todo = unseen(con, GX_CONSUMER, expected)
+    results = validate_site_frames({m: rows_of(con, m, todo) for m in MARTS}, docs_dir) if todo else []
+    passed = {r.site_code for r in results if r.success}
+    remember(con, GX_CONSUMER, {k: expected[k] for k in todo if k[0] in passed})
+    carried = sorted({s for s, _ in expected} - {r.site_code for r in results})
+    return MartVerdicts(results, carried, todo)
+
+
+def _record(con: duckdb.DuckDBPyConnection, run_id: str, verdicts: MartVerdicts) -> None:
+    """Each site's verdict for this run: validated now, or unchanged since its rows last passed."""
     con.execute("""create table if not exists audit.mart_checks (run_id varchar, site_code varchar,
         check_name varchar, severity varchar, passed boolean, message varchar)""")
-    for r in results:
-        con.execute("insert into audit.mart_checks values (?, ?, 'great_expectations', 'error', ?, ?)",
-                    [run_id, r.site_code, r.success,
-                     "; ".join(str(e) for e in r.errors) or f"{r.evaluated} expectations passed"])
+    rows = [(run_id, r.site_code, r.success, "; ".join(str(e) for e in r.errors) or f"{r.evaluated} expectations passed")
+            for r in verdicts.results]
+    rows += [(run_id, site, True, "every site-period unchanged since its rows last passed") for site in verdicts.carried]
+    if rows:
+        con.executemany("insert into audit.mart_checks values (?, ?, 'great_expectations', 'error', ?, ?)", rows)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,4 +136,4 @@ def _freshness_check(site_code: str) -> dg.AssetChecksDefinition:
 
 FRESHNESS_CHECKS = [_freshness_check(code) for code in registry_sites()]
 
-__all__ = ["great_expectations_marts", "FRESHNESS_CHECKS", "FRESHNESS_DAYS", "freshness", "Freshness"]
+__all__ = ["great_expectations_marts", "validate_changed_marts", "MartVerdicts", "FRESHNESS_CHECKS", "FRESHNESS_DAYS", "freshness", "Freshness"]

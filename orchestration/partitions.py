@@ -9,8 +9,8 @@ range of months for one site or for every site are each one run, which ingests a
 those site-months.
 
 The nightly run (schedule, `c20p5 run`) is tagged PUBLISH=all: its partitions are the months with
-something new (else the latest month) x every site, and it publishes every site-period, a complete
-snapshot (or nothing, when readers would see no change). Partitioning it by what is new, not by
+something new (else the latest month) x every site, and it considers every site-period, leaving the
+warehouse a complete current snapshot (writing only the site-periods readers would see change). Partitioning it by what is new, not by
 everything, keeps a ranged run's per-partition events (about 95 assets each) in proportion.
 """
 from __future__ import annotations

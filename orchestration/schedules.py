@@ -1,9 +1,9 @@
 """The nightly schedule (SPEC §11): 02:00 Europe/London, running whatever is due.
 
 Due = the months with a submission not loaded yet (else the latest month), for every site: one run
-that ingests what is new, rebuilds the marts, re-checks every site's freshness and publishes a
-complete snapshot of every site-period, or nothing when readers would see no change. Running it
-twice in a night is therefore harmless."""
+that ingests what is new, rebuilds the marts, re-checks every site's freshness and leaves the
+warehouse a complete current snapshot of every site-period (writing only those whose rows changed),
+or writes nothing when readers would see no change. Running it twice in a night is therefore harmless."""
 from datetime import datetime
 
 import dagster as dg

@@ -292,7 +292,13 @@ def test_backfill_of_one_sites_months_is_one_command_and_one_run(ops: Ops) -> No
     mine = after.site_code == "lsc"
     pd.testing.assert_frame_equal(before[before.site_code != "lsc"].reset_index(drop=True),
                                   after[~mine].reset_index(drop=True))
-    assert set(after[mine].publication_id) == {3}  # both months, one publication
+    # one publication for the run; the month whose rows did not change keeps the publication it came from
+    october = after.period_end == pd.Timestamp("2026-10-31")
+    assert set(after[mine & october].publication_id) == {3}
+    assert set(after[mine & ~october].publication_id) == set(before[(before.site_code == "lsc") & ~october
+                                                                     ].publication_id) == {1}
+    assert any("1 site-period(s) published" in m and "skipped: 1 unchanged site-period(s)" in m
+               for m in ops.logs["backfill"])
     assert any("1 already loaded (skipped)" in m for m in ops.logs["backfill"])  # lsc 2026-09
 
 

@@ -16,12 +16,14 @@ from datetime import date
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 import pytest
 
 from assets.generator import generate_landing
 from assets.incremental import incremental_relations
 from assets.marts import DBT_PROJECT
 from assets.submissions import sha256_file
+from assets.warehouse import connect_warehouse
 from orchestration.runner import run_nightly
 from tests.pipeline.test_nightly import copy_period, use_env
 
@@ -41,6 +43,24 @@ def drop_last_events(folder: Path, rows: int) -> None:
     (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
+def looked_at(build_db: Path) -> dict[str, dict[tuple[str, str], str]]:
+    """Per consumer of the marts (GX, the publish), what it has recorded of each site-period."""
+    con = duckdb.connect(str(build_db), read_only=True)
+    try:
+        rows = con.execute("select consumer, site_code, period_end, cast(recorded_at as varchar) from audit.mart_seen")
+        out: dict[str, dict] = {}
+        for consumer, site, period, at in rows.fetchall():
+            out.setdefault(consumer, {})[(site, period)] = at
+        return out
+    finally:
+        con.close()
+
+
+def newly(before: dict, after: dict) -> dict[str, set[tuple[str, str]]]:
+    """The site-periods each consumer looked at (and passed) between two records."""
+    return {c: {k for k, at in seen.items() if before.get(c, {}).get(k) != at} for c, seen in after.items()}
+
+
 def builds(build_db: Path) -> list[tuple]:
     con = duckdb.connect(str(build_db), read_only=True)
     try:
@@ -58,25 +78,29 @@ def nights(tmp_path_factory: pytest.TempPathFactory):
         source = root / "source" / "landing"
         generate_landing(replace(settings, landing_dir=source), people_per_site=500, months=3,
                          last_period=date(2026, 11, 30), seed=5)
-        outcomes = []
+        outcomes, seen = [], []
+
+        def night() -> None:
+            outcomes.append(run_nightly())
+            seen.append(looked_at(settings.build_db_path))
         for period in PERIODS[:2]:
             copy_period(source, settings.landing_dir, period)
-        outcomes.append(run_nightly())
+        night()
         copy_period(source, settings.landing_dir, PERIODS[2])
-        outcomes.append(run_nightly())
+        night()
         drop_last_events(settings.landing_dir / "sites" / CORRECTED[0] / CORRECTED[1], rows=400)
-        outcomes.append(run_nightly())
-        outcomes.append(run_nightly())
+        night()
+        night()
         full = use_env(mp, root / "full")
         shutil.copytree(settings.landing_dir, full.landing_dir)
         outcomes.append(run_nightly())
         outcomes.append(run_nightly(full_refresh=True))  # `c20p5 run --full-refresh`
     assert all(o.success for o in outcomes), [o.describe() for o in outcomes]
-    yield settings, full
+    yield settings, full, outcomes, seen
 
 
 def test_each_night_rebuilds_from_the_earliest_changed_period(nights) -> None:
-    nightly, full = nights
+    nightly, full, _, _ = nights
     assert builds(nightly.build_db_path) == [
         (None, "no earlier build", True),
         ("2026-11-30", "the run's first period", True),
@@ -87,7 +111,7 @@ def test_each_night_rebuilds_from_the_earliest_changed_period(nights) -> None:
 
 
 def test_incremental_models_equal_one_full_build(nights) -> None:
-    nightly, full = nights
+    nightly, full, _, _ = nights
     relations = incremental_relations(json.loads(DBT_PROJECT.manifest_path.read_text()))
     assert len(relations) > 25 and ("marts", "fct_indicator_values") in relations
     relations.append(("marts", "int_inequality_statistics"))  # a table keeping its earlier periods' rows
@@ -108,9 +132,18 @@ def test_incremental_models_equal_one_full_build(nights) -> None:
         con.close()
 
 
+def test_only_full_refreshes_run_the_dbt_unit_tests(nights) -> None:
+    """An incremental build runs the code of the last good build, whose unit tests passed."""
+    nightly, full, _, _ = nights
+    def unit_tests(settings) -> int:
+        latest = max((settings.work_dir / "dbt").glob("vars-*/run_results.json"), key=lambda p: p.stat().st_mtime)
+        return sum(r["unique_id"].startswith("unit_test.") for r in json.loads(latest.read_text())["results"])
+    assert unit_tests(nightly) == 0 and unit_tests(full) > 10
+
+
 def test_the_correction_reached_the_models(nights) -> None:
     """The re-delivered month really changed (so the equality above is not of two stale copies)."""
-    nightly, _ = nights
+    nightly, _, _, _ = nights
     con = duckdb.connect(str(nightly.build_db_path), read_only=True)
     try:
         site, period = CORRECTED
@@ -121,3 +154,42 @@ def test_the_correction_reached_the_models(nights) -> None:
         assert raw == original - 400
     finally:
         con.close()
+
+
+SITES = ("lsc", "blackpool_central", "burnley_east")
+CONSUMERS = ("great_expectations", "publish")
+
+
+def latest_rows(warehouse: Path) -> dict[str, pd.DataFrame]:
+    """What readers see, less the publication ids (which differ by how the rows got there)."""
+    con = connect_warehouse(warehouse)
+    try:
+        return {t: con.execute(f"select * exclude (publication_id) from evaluation.{t} order by all").df()
+                for t in ("indicator_values", "inequality_summary")}
+    finally:
+        con.close()
+
+
+def test_checks_and_publish_look_only_at_site_periods_whose_rows_changed(nights) -> None:
+    _, _, outcomes, seen = nights
+    night1, night2, night3, night4 = (newly(a, b) for a, b in zip([{}] + seen, seen))
+    first = {(s, p) for s in SITES for p in ("2026-09-30", "2026-10-31")}
+    assert all(night1[c] == first for c in CONSUMERS)
+    # a new month changes only that month's rows: the earlier months are neither validated nor compared
+    assert all(night2[c] == {(s, "2026-11-30") for s in SITES} for c in CONSUMERS)
+    # the corrected month is looked at again, and everything else its change reached (the all-sites
+    # comparators of that month, the site's trends after it), but not every site-period
+    for c in CONSUMERS:
+        assert ("burnley_east", "2026-09-30") in night3[c] and night3[c] != first | {(s, "2026-11-30") for s in SITES}
+    # nothing new: the latest month is rebuilt, its rows come out the same, nothing is looked at again
+    assert night4 == {c: set() for c in CONSUMERS}
+    # the full builds: the first publishes everything, the asked-for full refresh finds nothing changed
+    assert [o.publication for o in outcomes] == ["1", "2", "3", "unchanged", "1", "unchanged"]
+
+
+def test_the_incremental_warehouse_shows_what_one_full_build_publishes(nights) -> None:
+    nightly, full, _, _ = nights
+    mine, theirs = latest_rows(Path(nightly.warehouse_url)), latest_rows(Path(full.warehouse_url))
+    for table, frame in theirs.items():
+        assert len(frame) > 100
+        pd.testing.assert_frame_equal(mine[table], frame, obj=table)
