@@ -145,7 +145,9 @@ def test_corrupted_site_is_withheld_and_quarantined(scenario: Scenario) -> None:
     [withheld] = run.withheld
     assert (withheld["site_code"], withheld["period_end"]) == (BAD_SITE, "2026-11-30")
     assert "patients.csv, row 6, column sex" in withheld["reason"]
-    assert run.published == 8  # everything else, including the bad site's earlier months
+    # only what changed: the new month of the two good sites (the earlier months' rows are as published,
+    # and the bad site's earlier months keep theirs: test_withheld_sites_earlier_rows_are_unchanged)
+    assert run.published == 2
     values = scenario.snapshots[1]["evaluation.indicator_values"]
     latest = values.groupby("site_code").period_end.max().dt.strftime("%Y-%m-%d").to_dict()
     assert latest == {"lsc": "2026-11-30", "burnley_east": "2026-11-30", BAD_SITE: "2026-10-31"}
@@ -200,15 +202,18 @@ def test_the_all_sites_comparator_is_disclosure_controlled(scenario: Scenario) -
 
 def test_the_publish_shows_what_it_published_and_withheld_in_the_dagster_ui(scenario: Scenario) -> None:
     """Run 2's warehouse_publication materialization carries a Markdown preview: indicator rows per
-    site (counted here from the site schemas it wrote) and the withheld site-period with its reason."""
+    site in this publication (counted here from the site schemas' rows that carry its id) and the
+    withheld site-period with its reason."""
     with instance_for(scenario.settings) as instance:
         records = instance.all_logs(scenario.runs[1].run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
     [preview] = {r.asset_materialization.metadata["preview"] for r in records
                  if r.asset_materialization.asset_key == dg.AssetKey("warehouse_publication")}
     assert isinstance(preview, dg.MarkdownMetadataValue)
     shown = {site: int(n) for site, n in re.findall(r"^\| (\w+) \| (\d+) \|$", preview.md_str, re.M)}
-    snap = scenario.snapshots[1]
-    assert shown == {s: len(snap[f"site_{s}.indicator_values"]) for s in ("lsc", "blackpool_central", "burnley_east")}
+    snap, publication = scenario.snapshots[1], int(scenario.runs[1].publication)
+    written = {s: int((snap[f"site_{s}.indicator_values"].publication_id == publication).sum())
+               for s in ("lsc", "blackpool_central", "burnley_east")}
+    assert shown == {s: n for s, n in written.items() if n} and len(shown) == 2
     [withheld] = scenario.runs[1].withheld
     assert f"- {BAD_SITE} {withheld['period_end']}: {withheld['reason']}" in preview.md_str.splitlines()
 
