@@ -40,7 +40,9 @@ class BuildPlan:
         return {"rebuild_from": self.rebuild_from} if self.rebuild_from else {}
 
     def dbt_flags(self) -> list[str]:
-        return [] if self.rebuild_from else ["--full-refresh"]
+        """An incremental build skips dbt's unit tests: its code is the last good build's (the
+        fingerprint), whose unit tests passed (17 of them, 15-40 s a night at 100k people)."""
+        return ["--exclude-resource-type", "unit_test"] if self.rebuild_from else ["--full-refresh"]
 
     @property
     def loads_seeds(self) -> bool:

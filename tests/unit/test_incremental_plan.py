@@ -51,7 +51,8 @@ def test_after_a_good_build_only_the_runs_periods(con) -> None:
     good_build(con, plan_build(con, MANIFEST, "2026-10-31", code=CODE))
     plan = plan_build(con, MANIFEST, "2026-11-30", code=CODE)
     assert (plan.rebuild_from, plan.reason) == ("2026-11-30", "the run's first period")
-    assert plan.dbt_flags() == [] and plan.dbt_vars() == {"rebuild_from": "2026-11-30"} and not plan.loads_seeds
+    assert plan.dbt_vars() == {"rebuild_from": "2026-11-30"} and not plan.loads_seeds
+    assert plan.dbt_flags() == ["--exclude-resource-type", "unit_test"]
 
 
 def test_a_snapshot_promoted_since_the_last_good_build_is_rebuilt(con) -> None:
