@@ -1,6 +1,7 @@
 """The one Dagster `Definitions` of the project (`dagster dev -w workspace.yaml` loads it)."""
 import dagster as dg
 
+import orchestration.event_log  # noqa: F401 (SQLite event log commits without an fsync each; see there)
 from assets.ingest import RAW_ASSETS, SCHEMA_CHECKS, landed_submissions, reference_data, staged_extracts
 from assets.marts import dbt_models, dbt_resource
 from assets.publish import warehouse_publication

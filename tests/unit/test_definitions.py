@@ -51,3 +51,14 @@ def test_submission_sensor_requests_one_run_per_new_submission(isolated_settings
         assert len(first.run_requests) == 1 and "lsc/2026-10" in first.run_requests[0].run_key
         again = sensor(dg.build_sensor_context(instance=instance, cursor=first.cursor))
         assert not again.run_requests  # the same submission is not new twice
+
+
+def test_sqlite_connections_commit_without_an_fsync_each(tmp_path) -> None:
+    """Dagster's SQLite event log: every new connection gets synchronous = NORMAL (1; SQLite's default is
+    FULL, 2), which in WAL mode keeps committed events through a process crash (orchestration/event_log.py)."""
+    import sqlalchemy
+
+    import orchestration.definitions  # noqa: F401 (installs the listener, as every step process does)
+    engine = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'events.db'}", poolclass=sqlalchemy.pool.NullPool)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("pragma synchronous").scalar() == 1
