@@ -33,6 +33,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from assets import statistics as st
+from assets.changes import code_token
 from assets.warehouse import (BIGINT, BOOL, DATE, FLOAT, INDICATOR_VALUE_SPEC, INEQUALITY_SPEC, TEXT, Spec,
                               connect_warehouse)
 from orchestration.resources import PipelineResource
@@ -1206,8 +1207,16 @@ def evaluation_reports(context: dg.AssetExecutionContext, pipeline: PipelineReso
         context.log.warning(f"no warehouse at {settings.warehouse_url} yet: nothing published, no reports written")
         return dg.MaterializeResult(metadata={"reports": "not written: no warehouse yet"})
     docs = settings.work_dir / "data_docs" / "index.html"
-    index = build_reports(settings.warehouse_url, report_dir(settings), docs if docs.exists() else None,
+    out_dir, state = report_dir(settings), _rendered_state(settings.warehouse_url, docs)
+    if _up_to_date(out_dir, state):
+        context.log.info(f"reports of publication {state['publication_id']} in {out_dir} are up to date: "
+                         "no new publication since they were written")
+        return dg.MaterializeResult(metadata={"index": dg.MetadataValue.path(str(out_dir / "index.html")),
+                                              "publication_id": state["publication_id"] or "none",
+                                              "reports": "up to date (no new publication)"})
+    index = build_reports(settings.warehouse_url, out_dir, docs if docs.exists() else None,
                           workers=os.cpu_count() or 1)
+    _write(out_dir / RENDERED, json.dumps(state, sort_keys=True))  # after the pages: a crash re-renders
     context.log.info(f"reports of publication {index.publication_id} written to {index.out_dir} "
                      f"({len(index.site_paths)} site pages); withheld: {withheld_markdown(index.withheld)}")
     return dg.MaterializeResult(metadata={
@@ -1217,7 +1226,41 @@ def evaluation_reports(context: dg.AssetExecutionContext, pipeline: PipelineReso
         "rows_per_site": dg.MetadataValue.md(rows_markdown(index)),
         "withheld": dg.MetadataValue.md(withheld_markdown(index.withheld)),
         "data_docs": index.data_docs_href or "not built",
+        "reports": "written",
     })
+
+
+RENDERED = ".rendered.json"  # what the pages in a report folder were rendered from
+REPORT_CODE = code_token("assets/reports.py", "assets/statistics.py")
+
+
+def _rendered_state(url: str, data_docs_index: Path) -> dict:
+    """What the pages depend on: the latest publication (every write of the warehouse is a new one),
+    this code, and whether there are Data Docs to link to."""
+    sql = "select max(publication_id) from evaluation.publications"
+    if is_postgres(url):
+        import psycopg
+        with psycopg.connect(url) as conn, conn.cursor() as cur:
+            cur.execute(sql)
+            latest = cur.fetchone()[0]
+    else:
+        con = connect_warehouse(url)
+        try:
+            latest = con.execute(sql).fetchone()[0]
+        finally:
+            con.close()
+    return {"publication_id": None if latest is None else int(latest), "code": REPORT_CODE,
+            "data_docs": data_docs_index.exists()}
+
+
+def _up_to_date(out_dir: Path, state: dict) -> bool:
+    marker = out_dir / RENDERED
+    if state["publication_id"] is None or not marker.exists() or not (out_dir / "index.html").exists():
+        return False
+    try:
+        return json.loads(marker.read_text()) == state
+    except ValueError:
+        return False
 
 
 __all__ = ["ReportIndex", "WarehouseTables", "build_reports", "evaluation_reports", "read_warehouse", "report_dir",

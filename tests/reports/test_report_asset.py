@@ -54,8 +54,8 @@ def test_asset_writes_reports_beside_the_warehouse(built: Built, tmp_path: Path,
                     "where indicator_id not in ('HYP_TREATED_TO_TARGET', 'KNIFE_CRIME_RATE')")
     counts = dict(con.execute("select site_code, count(*) from evaluation.indicator_values group by 1").fetchall())
     con.close()
-    meta = _materialize(monkeypatch, {**env_for(tmp_path), "C20P5_WAREHOUSE_URL": str(warehouse),
-                                      "C20P5_WORK_DIR": str(built.data_docs.parent.parent)}).metadata
+    env = {**env_for(tmp_path), "C20P5_WAREHOUSE_URL": str(warehouse), "C20P5_WORK_DIR": str(built.data_docs.parent.parent)}
+    meta = _materialize(monkeypatch, env).metadata
     index = Path(meta["index"].value)
     assert index == warehouse.parent / "reports" / "index.html" and index.exists()
     assert Path(meta["national"].value).exists()
@@ -65,6 +65,22 @@ def test_asset_writes_reports_beside_the_warehouse(built: Built, tmp_path: Path,
         assert (index.parent / f"site_{code}.html").exists()
     assert meta["withheld"].value == "none"
     assert (index.parent / meta["data_docs"].value).resolve() == built.data_docs.resolve()
+
+    # no new publication: the pages are left as they are
+    written = {p.name: p.stat().st_mtime_ns for p in index.parent.glob("*.html")}
+    again = _materialize(monkeypatch, env).metadata
+    assert again["reports"].value == "up to date (no new publication)"
+    assert {p.name: p.stat().st_mtime_ns for p in index.parent.glob("*.html")} == written
+    # a new publication: every page is written again and names it
+    con = connect_warehouse(warehouse, read_only=False)
+    latest = con.execute("select max(publication_id) from evaluation.publications").fetchone()[0]
+    con.execute(f"""insert into evaluation.publications select {latest + 1}, published_at, code_version,
+                    content_hash, input_checksums, sites_published, sites_withheld, run_id
+                    from evaluation.publications where publication_id = {latest}""")
+    con.close()
+    assert _materialize(monkeypatch, env).metadata["reports"].value == "written"
+    assert all(p.stat().st_mtime_ns > written[p.name] for p in index.parent.glob("*.html"))
+    assert f'data-publication="{latest + 1}"' in index.read_text()
 
 
 def test_asset_without_a_warehouse_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
