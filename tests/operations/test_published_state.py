@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from assets.publish import FRESHNESS_STAGE, _publication_state, published_state
+from assets.publish import FRESHNESS_STAGE, _publication_state, latest_publications, published_state
 from orchestration.partitions import Scope
 from orchestration.settings import load_settings
 from tests.warehouse.conftest import DuckTarget, Target, pg_db, pg_server, target  # noqa: F401 (fixtures)
@@ -53,3 +53,19 @@ def test_a_partial_publication_leaves_the_other_sites_state_as_it_was(target: Ta
     assert now[("freshness", "bb", "*")] == _publication_state(full)[("freshness", "bb", "*")]
     assert now[("freshness", "aa", "*")] == _publication_state(partial)[("freshness", "aa", "*")]
     assert now[("indicator_values", "bb", "2026-10-31")] == _publication_state(full)[("indicator_values", "bb", "2026-10-31")]
+
+
+def test_the_latest_publication_of_each_site_period_and_a_keyed_read(target: Target, tmp_path: Path) -> None:
+    """What the publish records and compares (assets/changes.py): the publication holding each site-period's
+    rows in either warehouse, and the published rows of only the site-periods asked for."""
+    url = str(target.path) if isinstance(target, DuckTarget) else target.db.publisher_url
+    settings = load_settings({"C20P5_WAREHOUSE_URL": url, "C20P5_WORK_DIR": str(tmp_path)})
+    assert latest_publications(settings, ["aa", "bb"]) == {}
+    target.publish(with_freshness(make_publication(), {"aa": True, "bb": False}))
+    target.publish(with_freshness(make_publication(sites=("aa",), variant=2), {"aa": False}))
+    latest = latest_publications(settings, ["aa", "bb"])
+    assert latest == {(s, p): 2 if s == "aa" else 1 for s in ("aa", "bb") for p in PERIODS}
+    assert latest_publications(settings, ["bb"]) == {("bb", p): 1 for p in PERIODS}
+    keyed = published_state(settings, SCOPE, {("aa", PERIODS[0])})
+    assert {(s, p) for t, s, p in keyed if t in ("indicator_values", "inequality_summary")} == {("aa", PERIODS[0])}
+    assert keyed[("indicator_values", "aa", PERIODS[0])] == state_of(target, tmp_path)[("indicator_values", "aa", PERIODS[0])]
