@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 import duckdb
 
+from checks.expectations import MARTS  # the marts the checks and the publish read
 from orchestration.settings import PROJECT_ROOT
 
 SitePeriod = tuple[str, str]  # (site_code, period_end as YYYY-MM-DD)
-MARTS = ("fct_indicator_values", "fct_inequality_summary")
 SEEN_TABLE = "audit.mart_seen"
 
 
@@ -35,12 +36,19 @@ def mart_digests(con: duckdb.DuckDBPyConnection, sites: Iterable[str]) -> dict[S
     return {(s, p): d for s, p, d in rows}
 
 
-def code_token(*paths: str) -> str:
-    """A digest of source files (relative to the project root): a consumer's own code, in its token."""
+def file_digest(paths: Iterable[Path], root: Path = PROJECT_ROOT) -> str:
+    """A digest of files' names (relative to `root`, so not of where the checkout is) and contents."""
     h = hashlib.sha256()
     for path in paths:
-        h.update(path.encode() + b"\0" + (PROJECT_ROOT / path).read_bytes())
-    return h.hexdigest()[:16]
+        data = path.read_bytes()
+        h.update(f"\0{path.relative_to(root)}\0{len(data)}\0".encode())
+        h.update(data)
+    return h.hexdigest()
+
+
+def code_token(*paths: str) -> str:
+    """A consumer's own code (source files relative to the project root), in its token."""
+    return file_digest(PROJECT_ROOT / p for p in paths)[:16]
 
 
 def combine(digest: str, token: str) -> str:
@@ -86,5 +94,5 @@ def rows_of(con: duckdb.DuckDBPyConnection, mart: str, keys: Iterable[SitePeriod
         con.unregister("_wanted")
 
 
-__all__ = ["SitePeriod", "mart_digests", "code_token", "combine", "unseen", "remember", "rows_of",
+__all__ = ["SitePeriod", "mart_digests", "file_digest", "code_token", "combine", "unseen", "remember", "rows_of",
            "SEEN_TABLE"]

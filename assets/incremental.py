@@ -20,6 +20,7 @@ from pathlib import Path
 
 import duckdb
 
+from assets.changes import file_digest
 from orchestration.resources import table_exists
 from orchestration.settings import DBT_PROJECT_DIR, PROJECT_ROOT
 
@@ -65,13 +66,8 @@ def project_files() -> list[Path]:
 
 def code_fingerprint() -> str:
     """The models' code: the dbt project's files, the statistics module and the engine versions."""
-    h = hashlib.sha256()
-    for path in [*project_files(), *PYTHON_MODULES]:
-        data = path.read_bytes()
-        h.update(f"\0{path.relative_to(PROJECT_ROOT)}\0{len(data)}\0".encode())
-        h.update(data)
-    h.update(json.dumps({p: version(p) for p in VERSIONED}).encode())
-    return h.hexdigest()
+    files = file_digest([*project_files(), *PYTHON_MODULES], root=PROJECT_ROOT)
+    return hashlib.sha256(f"{files}\0{json.dumps({p: version(p) for p in VERSIONED})}".encode()).hexdigest()
 
 
 def _ensure_builds(con: duckdb.DuckDBPyConnection) -> None:

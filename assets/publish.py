@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 
 from assets.changes import SitePeriod, code_token, combine, mart_digests, remember, rows_of, unseen
-from assets.warehouse import INDICATOR_VALUE_COLUMNS, INEQUALITY_COLUMNS, Publication, connect_warehouse, publish_duckdb
+from assets.warehouse import (INDICATOR_VALUE_COLUMNS, INEQUALITY_COLUMNS, Publication, publish_duckdb,
+                              read_queries)
 from checks.disclosure import apply_disclosure_control
 from orchestration.alerts import send_alert
 from checks.asset_checks import freshness
@@ -103,10 +104,14 @@ def _seen(settings: Settings, digest: str, publication_id: int | None) -> str:
 
 def restricted(pub: Publication, keep: set[SitePeriod]) -> Publication:
     """`pub` with only the rows of the site-periods in `keep` (those whose rows readers would see change)."""
-    def rows(frame: pd.DataFrame) -> pd.DataFrame:
-        mask = [(s, str(p)[:10]) in keep for s, p in zip(frame["site_code"], frame["period_end"])]
-        return frame.loc[pd.Series(mask, index=frame.index, dtype=bool)].reset_index(drop=True)
-    out = replace(pub, indicator_values=rows(pub.indicator_values), inequality_summary=rows(pub.inequality_summary),
+    def kept(frame: pd.DataFrame) -> pd.Series:
+        return pd.Series([(s, str(p)[:10]) in keep for s, p in zip(frame["site_code"], frame["period_end"])],
+                         index=frame.index, dtype=bool)
+    values, summary = kept(pub.indicator_values), kept(pub.inequality_summary)
+    if values.all() and summary.all() and set(pub.published) <= keep:
+        return pub  # nothing dropped (a full refresh): its content hash stands
+    out = replace(pub, indicator_values=pub.indicator_values.loc[values].reset_index(drop=True),
+                  inequality_summary=pub.inequality_summary.loc[summary].reset_index(drop=True),
                   published=sorted(set(pub.published) & keep))
     out.content_hash = content_hash(out)
     return out
@@ -248,7 +253,7 @@ def published_state(settings: Settings, scope: Scope, keys: set[SitePeriod] | No
                       on d.site_code = latest.site_code and d.publication_id = latest.publication_id
                     where d.stage = '{FRESHNESS_STAGE}'"""}
     out: dict[Key, str] = {}
-    for table, frame in _read_published(settings, queries).items():
+    for table, frame in read_queries(settings.warehouse_url, queries).items():
         out |= _digests(table, frame)
     return out
 
@@ -257,7 +262,7 @@ def latest_publications(settings: Settings, sites: list[str]) -> dict[SitePeriod
     """The publication whose rows readers see, per published site-period of `sites`."""
     sql = f"""select site_code, cast(period_end as varchar) as period_end, max(publication_id) as publication_id
               from evaluation.indicator_values_history where site_code in ({_codes(sites)}) group by 1, 2"""
-    frame = _read_published(settings, {"latest": sql}).get("latest")
+    frame = read_queries(settings.warehouse_url, {"latest": sql}).get("latest")
     if frame is None or frame.empty:
         return {}
     return {(s, str(p)[:10]): int(i) for s, p, i in zip(frame["site_code"], frame["period_end"], frame["publication_id"])}
@@ -265,18 +270,6 @@ def latest_publications(settings: Settings, sites: list[str]) -> dict[SitePeriod
 
 def _codes(sites: list[str]) -> str:
     return ", ".join(f"'{s}'" for s in sites if s.replace("_", "").isalnum()) or "''"
-
-
-def _read_published(settings: Settings, queries: dict[str, str]) -> dict[str, pd.DataFrame]:
-    if settings.warehouse_is_postgres:
-        return _read_postgres(settings.warehouse_url, queries)
-    if not Path(settings.warehouse_url).exists():
-        return {}
-    con = connect_warehouse(settings.warehouse_url)
-    try:
-        return {t: _frame_or_empty(con, q) for t, q in queries.items()}
-    finally:
-        con.close()
 
 
 def _latest_sql(table: str, columns: list[str], codes: str, keys: set[SitePeriod] | None) -> str:
@@ -291,27 +284,6 @@ def _latest_sql(table: str, columns: list[str], codes: str, keys: set[SitePeriod
               group by site_code, period_end) latest
           on h.site_code = latest.site_code and h.period_end = latest.period_end
          and h.publication_id = latest.publication_id"""
-
-
-def _frame_or_empty(con: duckdb.DuckDBPyConnection, sql: str) -> pd.DataFrame:
-    try:
-        return con.execute(sql).df()
-    except duckdb.CatalogException:  # nothing published yet
-        return pd.DataFrame()
-
-
-def _read_postgres(url: str, queries: dict[str, str]) -> dict[str, pd.DataFrame]:
-    import psycopg
-    out = {}
-    with psycopg.connect(url) as pg:
-        for table, sql in queries.items():
-            try:
-                with pg.transaction(), pg.cursor() as cur:
-                    cur.execute(sql)
-                    out[table] = pd.DataFrame(cur.fetchall(), columns=[d.name for d in cur.description])
-            except psycopg.errors.UndefinedTable:
-                out[table] = pd.DataFrame()
-    return out
 
 
 def _publication_state(pub: Publication) -> dict[Key, str]:

@@ -35,10 +35,10 @@ from matplotlib.figure import Figure
 from assets import statistics as st
 from assets.changes import code_token
 from assets.warehouse import (BIGINT, BOOL, DATE, FLOAT, INDICATOR_VALUE_SPEC, INEQUALITY_SPEC, TEXT, Spec,
-                              connect_warehouse)
+                              read_queries)
 from orchestration.resources import PipelineResource
 from orchestration.retries import RETRY_POLICY
-from orchestration.settings import Settings
+from orchestration.settings import Settings, is_postgres_url
 
 TABLES = ("indicator_values", "inequality_summary", "indicators", "sites", "publications", "data_quality")
 ETHNIC_GROUPS = ("Asian", "Black", "Mixed", "White", "Other", "Not stated")
@@ -71,37 +71,11 @@ class WarehouseTables:
     data_quality: pd.DataFrame
 
 
-def is_postgres(url: str) -> bool:
-    return url.startswith(("postgresql://", "postgres://"))
-
-
 def read_warehouse(url: str) -> WarehouseTables:
-    frames = _read_postgres(url) if is_postgres(url) else _read_duckdb(Path(url))
-    return normalise(frames)
-
-
-def _read_duckdb(path: Path) -> dict[str, pd.DataFrame]:
-    """One connection: the publisher swaps the file atomically, so this reads one publication."""
-    if not path.exists():
-        raise FileNotFoundError(f"warehouse {path} not found: run the nightly job (c20p5 run) first")
-    con = connect_warehouse(path)
-    try:
-        return {t: con.execute(f"select * from evaluation.{t}").df() for t in TABLES}
-    finally:
-        con.close()
-
-
-def _read_postgres(url: str) -> dict[str, pd.DataFrame]:
-    """REPEATABLE READ so every table comes from the same snapshot (the same publication)."""
-    import psycopg
-    with psycopg.connect(url) as conn:
-        conn.isolation_level, conn.read_only = psycopg.IsolationLevel.REPEATABLE_READ, True
-        with conn.cursor() as cur:
-            out = {}
-            for table in TABLES:
-                cur.execute(f"select * from evaluation.{table}")
-                out[table] = pd.DataFrame(cur.fetchall(), columns=[d.name for d in cur.description])
-            return out
+    """Every table the pages show, from one publication (one snapshot of the warehouse)."""
+    if not is_postgres_url(url) and not Path(url).exists():
+        raise FileNotFoundError(f"warehouse {url} not found: run the nightly job (c20p5 run) first")
+    return normalise(read_queries(url, {t: f"select * from evaluation.{t}" for t in TABLES}))
 
 
 def normalise(frames: dict[str, pd.DataFrame]) -> WarehouseTables:
@@ -1237,19 +1211,9 @@ REPORT_CODE = code_token("assets/reports.py", "assets/statistics.py")
 def _rendered_state(url: str, data_docs_index: Path) -> dict:
     """What the pages depend on: the latest publication (every write of the warehouse is a new one),
     this code, and whether there are Data Docs to link to."""
-    sql = "select max(publication_id) from evaluation.publications"
-    if is_postgres(url):
-        import psycopg
-        with psycopg.connect(url) as conn, conn.cursor() as cur:
-            cur.execute(sql)
-            latest = cur.fetchone()[0]
-    else:
-        con = connect_warehouse(url)
-        try:
-            latest = con.execute(sql).fetchone()[0]
-        finally:
-            con.close()
-    return {"publication_id": None if latest is None else int(latest), "code": REPORT_CODE,
+    frame = read_queries(url, {"latest": "select max(publication_id) as id from evaluation.publications"})["latest"]
+    latest = None if frame.empty or pd.isna(frame["id"].iloc[0]) else int(frame["id"].iloc[0])
+    return {"publication_id": latest, "code": REPORT_CODE,
             "data_docs": data_docs_index.exists()}
 
 

@@ -33,7 +33,7 @@ import pandas as pd
 import psycopg
 
 from checks.disclosure import assert_publishable
-from orchestration.settings import SITE_CODE_RE, SettingsError
+from orchestration.settings import SITE_CODE_RE, SettingsError, is_postgres_url
 
 SCHEMA = "evaluation"
 SITE_ONLY_BREAKDOWNS = ("practice", "pcn")
@@ -396,6 +396,44 @@ def connect_warehouse(path: Path | str, read_only: bool = True) -> duckdb.DuckDB
     con.execute(f"attach '{path}' as warehouse{mode}")
     con.execute("use warehouse")
     return con
+
+
+def read_queries(url: str, queries: dict[str, str]) -> dict[str, pd.DataFrame]:
+    """Run read-only queries on the warehouse (a DuckDB file or postgresql://), one consistent snapshot:
+    one connection to the DuckDB file (the publisher swaps it atomically), one REPEATABLE READ
+    transaction on PostgreSQL. A query on a table not published yet gives an empty frame; so does
+    every query when the DuckDB file does not exist."""
+    if is_postgres_url(url):
+        return _read_postgres(url, queries)
+    if not Path(url).exists():
+        return {name: pd.DataFrame() for name in queries}
+    con = connect_warehouse(url)
+    try:
+        return {name: _frame_or_empty(con, sql) for name, sql in queries.items()}
+    finally:
+        con.close()
+
+
+def _frame_or_empty(con: duckdb.DuckDBPyConnection, sql: str) -> pd.DataFrame:
+    try:
+        return con.execute(sql).df()
+    except duckdb.CatalogException:  # nothing published yet
+        return pd.DataFrame()
+
+
+def _read_postgres(url: str, queries: dict[str, str]) -> dict[str, pd.DataFrame]:
+    out = {}
+    with psycopg.connect(url) as pg:
+        pg.isolation_level, pg.read_only = psycopg.IsolationLevel.REPEATABLE_READ, True
+        with pg.transaction():
+            for name, sql in queries.items():
+                try:
+                    with pg.transaction(), pg.cursor() as cur:  # a savepoint: a missing table spoils only it
+                        cur.execute(sql)
+                        out[name] = pd.DataFrame(cur.fetchall(), columns=[d.name for d in cur.description])
+                except psycopg.errors.UndefinedTable:
+                    out[name] = pd.DataFrame()
+    return out
 
 
 @contextmanager

@@ -18,12 +18,11 @@ import dagster as dg
 import duckdb
 
 from assets.changes import SitePeriod, code_token, combine, mart_digests, remember, rows_of, unseen
-from checks.expectations import SiteResult, validate_site_frames
+from checks.expectations import MARTS, SiteResult, validate_site_frames
 from orchestration.partitions import as_of, registry_sites, scope_of_run
 from orchestration.resources import PipelineResource, table_exists
 from orchestration.retries import RETRY_POLICY, data_errors_fail_fast
 
-MARTS = ("fct_indicator_values", "fct_inequality_summary")
 FRESHNESS_DAYS = 35
 GX_CONSUMER = "great_expectations"
 SUITE_TOKEN = code_token("checks/expectations.py")  # new expectations re-validate every site-period

@@ -69,10 +69,15 @@ class Settings:
 
     @property
     def warehouse_is_postgres(self) -> bool:
-        return self.warehouse_url.startswith(("postgresql://", "postgres://"))
+        return is_postgres_url(self.warehouse_url)
 
     def site(self, site_code: str) -> Site | None:
         return next((s for s in self.sites if s.site_code == site_code), None)
+
+
+def is_postgres_url(url: str) -> bool:
+    """A warehouse URL naming a PostgreSQL server; anything else is a DuckDB file path."""
+    return url.startswith(("postgresql://", "postgres://"))
 
 
 def _abs(path: str) -> Path:
@@ -86,7 +91,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     if vintage not in {"2025", "2019"}:
         raise SettingsError(f"C20P5_IMD_VINTAGE must be 2025 or 2019, not {vintage!r}")
     warehouse = env.get("C20P5_WAREHOUSE_URL", "data/warehouse/evaluation.duckdb")
-    if not warehouse.startswith(("postgresql://", "postgres://")):
+    if not is_postgres_url(warehouse):
         warehouse = str(_abs(warehouse))
     sites_file = _abs(env.get("C20P5_SITES_FILE", str(SHIPPED_SITES_FILE)))
     log_level = env.get("C20P5_LOG_LEVEL", "WARNING").upper()
