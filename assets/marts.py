@@ -24,11 +24,14 @@ that a dbt step executes on assets outside it split the dbt op and reorder the r
 import hashlib
 import json
 import os
+import queue
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import dagster as dg
 from dagster_dbt import (DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject,
@@ -85,6 +88,42 @@ def _prune_targets(work_dir: Path, keep: int = KEEP_TARGETS) -> None:
 SEEDS = "resource_type:seed"
 
 
+class DrainedPipe:
+    """A subprocess's stdout read into memory by a thread of its own, iterated like the pipe.
+
+    dagster-dbt reads dbt's stdout in the step's thread, between storing the Dagster events of the
+    lines before. At 338 partitions that is ~16,500 materializations, and dbt sat blocked on a full
+    pipe for 161 s of a 405 s build (docs/performance.md, session 5). Drained, dbt runs on while
+    the events are stored; the lines (a few MB of JSON) wait in memory."""
+
+    def __init__(self, pipe: IO[bytes]) -> None:
+        self._pipe, self._lines = pipe, queue.SimpleQueue()
+        self._reader = threading.Thread(target=self._drain, name="dbt-stdout", daemon=True)
+        self._reader.start()
+
+    def _drain(self) -> None:
+        try:
+            for line in self._pipe:
+                self._lines.put(line)
+        finally:
+            self._lines.put(None)  # end of output (or the pipe failed: the process's exit code tells)
+
+    def __iter__(self) -> Iterator[bytes]:
+        while (line := self._lines.get()) is not None:
+            yield line
+
+    @property
+    def closed(self) -> bool:
+        return self._pipe.closed
+
+    def __enter__(self) -> "DrainedPipe":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._reader.is_alive():  # else it still reads (an interrupted step): it ends with the process
+            self._pipe.close()
+
+
 @dbt_assets(manifest=ensure_manifest(), project=DBT_PROJECT, dagster_dbt_translator=TRANSLATOR, exclude=SEEDS,
             partitions_def=REPORTING, backfill_policy=SINGLE_RUN, retry_policy=RETRY_POLICY)
 def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource,
@@ -108,7 +147,9 @@ def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource,
     with data_errors_fail_fast("dbt build"):
         if plan.loads_seeds:
             dbt.cli(["build", "--select", SEEDS, *vars_arg], target_path=target).wait()
-        yield from dbt.cli(["build", *vars_arg, *plan.dbt_flags()], context=context, target_path=target).stream()
+        build = dbt.cli(["build", *vars_arg, *plan.dbt_flags()], context=context, target_path=target)
+        build.process.stdout = DrainedPipe(build.process.stdout)
+        yield from build.stream()
     with pipeline.build_db() as con:
         record_finish(con, build_id)
     context.log.info(f"dbt build finished in {time.monotonic() - started:.1f} s")
