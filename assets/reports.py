@@ -46,6 +46,8 @@ POPULATION_ORDER = {"adult": 0, "cyp": 1, "area": 2}
 SPC_MIN_POINTS = 15  # the min_points xmr() uses by default: MDC's "15 or more points" before judging
 SUPPRESSED, NO_DATA = "suppressed", "–"
 CHART_FOLDER = ".charts"  # the chart cache beside the pages (cached_chart)
+PAGES_DRAWN = ".pages.json"  # what each site page in a report folder was drawn from (page_digest)
+DATA_QUALITY_FILE = "data_quality.html"
 
 # NHS identity colours; the SPC ones are Making Data Count's icon colours.
 BLUE, PINK, GREY, DARK, RED, GREEN = "#005EB8", "#AE2573", "#768692", "#212B32", "#DA291C", "#007F3B"
@@ -752,16 +754,29 @@ class ReportContext:
 def nav(ctx: ReportContext) -> str:
     docs = (f'<a href="{_e(ctx.data_docs_href)}" data-link="data-docs">Data quality (Great Expectations Data Docs)</a>'
             if ctx.data_docs_href else '<span class="muted">Data Docs not available</span>')
-    return f'<a href="index.html">All sites</a><a href="national.html">National comparison</a>{docs}'
+    return (f'<a href="index.html">All sites</a><a href="national.html">National comparison</a>'
+            f'<a href="{DATA_QUALITY_FILE}">Data quality</a>{docs}')
 
 
-def publication_line(ctx: ReportContext) -> str:
-    p = ctx.publication
+def publication_line(ctx: ReportContext, p: pd.Series | None = None, what: str = "Publication") -> str:
+    """The latest publication (or `p`): its id, time and code version."""
+    p = ctx.publication if p is None else p
     if p is None:
         return "No publication yet."
-    return (f'Publication <b data-publication="{int(p["publication_id"])}">{int(p["publication_id"])}</b>, '
+    return (f'{what} <b data-publication="{int(p["publication_id"])}">{int(p["publication_id"])}</b>, '
             f'published {_e(pd.Timestamp(p["published_at"]).strftime("%Y-%m-%d %H:%M"))} UTC, code version '
             f'{_e(p["code_version"])}.')
+
+
+def site_publication(ctx: ReportContext, code: str) -> pd.Series | None:
+    """The publication that last changed a site's figures (a publication holds only the site-periods
+    whose rows changed), so the site's page names it and stays the same until its figures change."""
+    ids = [frame.loc[frame["site_code"] == code, "publication_id"].max()
+           for frame in (ctx.tables.indicator_values, ctx.tables.inequality_summary)]
+    ids = [int(i) for i in ids if pd.notna(i)]
+    pubs = ctx.tables.publications
+    hit = pubs[pubs["publication_id"] == max(ids)] if ids else pubs.iloc[0:0]
+    return hit.iloc[0] if len(hit) else None
 
 
 # --- the site page -----------------------------------------------------------------------------
@@ -771,7 +786,7 @@ def site_page(ctx: ReportContext, code: str) -> str:
     mine = iv[iv["site_code"] == code]
     summary = ctx.tables.inequality_summary[ctx.tables.inequality_summary["site_code"] == code]
     name = ctx.site_name(code)
-    parts = [f'<p class="muted">{publication_line(ctx)}</p>', _withheld_banner(ctx, code)]
+    parts = [f'<p class="muted">{_site_line(ctx, code)}</p>', _withheld_banner(ctx, code)]
     if mine.empty:
         parts.append('<section class="card"><p>Nothing has been published for this site yet.</p></section>')
     else:
@@ -779,10 +794,18 @@ def site_page(ctx: ReportContext, code: str) -> str:
         ids = ctx.indicator_ids(mine)
         parts.append(_site_summary(ctx, mine, summary, latest, ids))
         parts += [_indicator_section(ctx, code, i, mine, summary, latest) for i in ids]
-        parts.append(_data_quality_section(ctx, code))
+    parts.append(f'<p><a href="{DATA_QUALITY_FILE}#{_quality_anchor(code)}" data-link="data-quality">'
+                 "This site's data-quality findings</a> (from its latest checks).</p>")
     parts.append(METHOD_NOTE)
     heading = f'{_e(name)} <span class="muted" style="color:#fff">({_e(code)})</span>'
     return page(f"{name}: Core20PLUS5 evaluation report", heading, nav(ctx), "".join(parts))
+
+
+def _site_line(ctx: ReportContext, code: str) -> str:
+    figures = site_publication(ctx, code)
+    if figures is None:
+        return publication_line(ctx)
+    return publication_line(ctx, figures, "Figures from publication") + " The latest publication that changed them."
 
 
 def _withheld_banner(ctx: ReportContext, code: str) -> str:
@@ -790,8 +813,9 @@ def _withheld_banner(ctx: ReportContext, code: str) -> str:
     if not mine:
         return ""
     items = "".join(f"<li>{_e(_withheld_period(w))}: {_e(w['reason'])}</li>" for w in mine)
-    return (f'<div class="banner" data-withheld="{_e(code)}"><b>Withheld from this publication.</b> The figures below '
-            f"are this site's last good publication.<ul>{items}</ul></div>")
+    latest = int(ctx.publication["publication_id"])
+    return (f'<div class="banner" data-withheld="{_e(code)}"><b>Withheld from the latest publication ({latest}).</b> '
+            f"The figures below are this site's last good publication.<ul>{items}</ul></div>")
 
 
 def _site_summary(ctx: ReportContext, mine: pd.DataFrame, summary: pd.DataFrame, latest: object,
@@ -918,12 +942,26 @@ def _group_row(r: pd.Series, unit: str) -> str:
             + _value_cells(r, unit) + _td(fmt_value(r["comparator_value"], unit), "num") + "</tr>")
 
 
+def data_quality_page(ctx: ReportContext, codes: list[str]) -> str:
+    """Every site's findings from its latest checks. A page of its own, not part of the site pages: the
+    checks run every night (freshness is judged as of the run's date), the figures change less often."""
+    sections = [_data_quality_section(ctx, code) for code in codes]
+    body = f'<p>{publication_line(ctx)}</p>{"".join(sections)}'
+    return page("Core20PLUS5 data quality", "Data-quality findings by site", nav(ctx), body)
+
+
+def _quality_anchor(code: str) -> str:
+    return f"dq-{code}"
+
+
 def _data_quality_section(ctx: ReportContext, code: str) -> str:
     """The site's findings in its latest publication, failures first (the full record is in data_quality)."""
     dq = ctx.tables.data_quality
     mine = dq[dq["site_code"] == code]
+    head = (f'<section class="card" id="{_quality_anchor(code)}" data-site="{_e(code)}"><h2>'
+            f'<a href="{site_file(code)}">{_e(ctx.site_name(code))}</a>')
     if mine.empty:
-        return ""
+        return f"{head}</h2><p>No findings recorded yet.</p></section>"
     last = mine[mine["publication_id"] == mine["publication_id"].max()]
     passed = last["passed"].fillna(False).astype(bool)
     ordered = last.assign(ok=passed).sort_values("ok", kind="stable").head(50)
@@ -932,8 +970,7 @@ def _data_quality_section(ctx: ReportContext, code: str) -> str:
             for _, r in ordered.iterrows()]
     more = f'<p class="muted">First 50 of {len(last)} findings.</p>' if len(last) > 50 else ""
     headers = ["Period", "Stage", "Check", "Severity", "Result", "Message"]
-    return (f'<section class="card" id="data-quality"><h2>Data quality (publication '
-            f'{int(last["publication_id"].iloc[0])})</h2><p>{int((~passed).sum())} failed finding(s), '
+    return (f'{head} (publication {int(last["publication_id"].iloc[0])})</h2><p>{int((~passed).sum())} failed finding(s), '
             f"{int(passed.sum())} passed check(s).</p>{table(headers, rows)}{more}</section>")
 
 
@@ -1082,39 +1119,67 @@ class ReportIndex:
     withheld: list[dict]
     publication_id: int | None
     data_docs_href: str | None
+    drawn: list[str]  # the site pages drawn this time; the others were already up to date
 
 
 def build_reports(warehouse_url: str, out_dir: Path, data_docs_index: Path | None = None,
                   workers: int = 1) -> ReportIndex:
-    """Read the published warehouse and write index.html, national.html and site_<code>.html."""
+    """Read the published warehouse and write index.html, national.html, data_quality.html and
+    site_<code>.html."""
     return write_reports(read_warehouse(warehouse_url), Path(out_dir), data_docs_index, workers=workers)
 
 
 def write_reports(tables: WarehouseTables, out_dir: Path, data_docs_index: Path | None = None,
                   reuse_charts: bool = True, workers: int = 1) -> ReportIndex:
-    """The pages of `tables` in out_dir; with reuse_charts, unchanged charts come from out_dir/.charts."""
+    """The pages of `tables` in out_dir. With reuse_charts, unchanged charts come from out_dir/.charts
+    and a site page whose inputs did not change (page_digest) is not drawn again."""
     out_dir.mkdir(parents=True, exist_ok=True)
     href = Path(os.path.relpath(data_docs_index, out_dir)).as_posix() if data_docs_index else None
     ctx = ReportContext(tables, href)
     codes = report_sites(ctx)
+    digests = {code: page_digest(ctx, code) for code in codes}
+    drawn_before = _pages_drawn(out_dir) if reuse_charts else {}
+    todo = [c for c in codes if drawn_before.get(c) != digests[c] or not (out_dir / site_file(c)).exists()]
     cache, started = out_dir / CHART_FOLDER, time.time() - 1  # 1 s: coarse file-system clocks
     if reuse_charts:
         cache.mkdir(exist_ok=True)
     token = CHART_CACHE.set(cache if reuse_charts else None)
     try:
-        pages = render_pages(ctx, codes, workers)
+        pages = render_pages(ctx, todo, workers)
     finally:
         CHART_CACHE.reset(token)
-    if reuse_charts:
+    if reuse_charts and len(todo) == len(codes):  # pages not drawn now still use their charts
         _prune_chart_cache(cache, started)
-    site_paths = {code: _write(out_dir / site_file(code), pages[code]) for code in codes}
+    site_paths = {code: out_dir / site_file(code) for code in codes}
+    for code in todo:
+        _write(site_paths[code], pages[code])
+    _write(out_dir / PAGES_DRAWN, json.dumps({c: digests[c] for c in codes}, sort_keys=True))
     national = _write(out_dir / "national.html", pages[None])
+    _write(out_dir / DATA_QUALITY_FILE, data_quality_page(ctx, codes))
     for stale in set(out_dir.glob("site_*.html")) - set(site_paths.values()):
         stale.unlink()  # a site no longer reported must not keep an old page
     index = _write(out_dir / "index.html", index_page(ctx, codes))  # last: it links to the rest
     counts = tables.indicator_values.groupby("site_code").size()
     return ReportIndex(out_dir, index, national, site_paths, {c: int(counts.get(c, 0)) for c in codes}, ctx.withheld,
-                       int(ctx.publication["publication_id"]) if ctx.publication is not None else None, href)
+                       int(ctx.publication["publication_id"]) if ctx.publication is not None else None, href, todo)
+
+
+def page_digest(ctx: ReportContext, code: str) -> str:
+    """Everything a site page shows: its rows, the publication that last changed them, its withheld
+    notices, the catalogue, its name, the Data Docs link and this code. Equal digests, equal pages."""
+    h = hashlib.sha256(f"{REPORT_CODE}|{ctx.data_docs_href}|{code}|{ctx.site_name(code)}".encode())
+    for frame in (ctx.tables.indicator_values, ctx.tables.inequality_summary):
+        h.update(pd.util.hash_pandas_object(frame[frame["site_code"] == code], index=False).values.tobytes())
+    h.update(pd.util.hash_pandas_object(ctx.catalogue, index=False).values.tobytes())
+    h.update(f"{_site_line(ctx, code)}|{_withheld_banner(ctx, code)}".encode())
+    return h.hexdigest()
+
+
+def _pages_drawn(out_dir: Path) -> dict[str, str]:
+    try:
+        return json.loads((out_dir / PAGES_DRAWN).read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def render_pages(ctx: ReportContext, codes: list[str], workers: int = 1) -> dict[str | None, str]:
@@ -1192,7 +1257,8 @@ def evaluation_reports(context: dg.AssetExecutionContext, pipeline: PipelineReso
                           workers=os.cpu_count() or 1)
     _write(out_dir / RENDERED, json.dumps(state, sort_keys=True))  # after the pages: a crash re-renders
     context.log.info(f"reports of publication {index.publication_id} written to {index.out_dir} "
-                     f"({len(index.site_paths)} site pages); withheld: {withheld_markdown(index.withheld)}")
+                     f"({len(index.drawn)} of {len(index.site_paths)} site pages drawn, the others unchanged); "
+                     f"withheld: {withheld_markdown(index.withheld)}")
     return dg.MaterializeResult(metadata={
         "index": dg.MetadataValue.path(str(index.index_path)),
         "national": dg.MetadataValue.path(str(index.national_path)),
@@ -1201,6 +1267,7 @@ def evaluation_reports(context: dg.AssetExecutionContext, pipeline: PipelineReso
         "withheld": dg.MetadataValue.md(withheld_markdown(index.withheld)),
         "data_docs": index.data_docs_href or "not built",
         "reports": "written",
+        "site_pages_drawn": len(index.drawn),
     })
 
 

@@ -69,3 +69,48 @@ def test_site_pages_drawn_in_worker_processes_equal_pages_drawn_in_one(built: Bu
     codes = report_sites(ctx)
     assert len(codes) >= 2
     assert render_pages(ctx, codes, workers=2) == render_pages(ctx, codes, workers=1)
+
+
+def _new_publication(tables: WarehouseTables, sites: set[str], withheld: str = "[]") -> WarehouseTables:
+    """A later publication that rewrote only `sites`' rows (as the publish does), one value of the first
+    of them moved; `withheld` is its sites_withheld."""
+    pubs = tables.publications
+    new_id = int(pubs["publication_id"].max()) + 1
+    row = pubs.iloc[[-1]].assign(publication_id=new_id, sites_withheld=withheld)
+    iv = tables.indicator_values.copy()
+    mine = iv["site_code"].isin(sites)
+    iv.loc[mine, "publication_id"] = new_id
+    if sites:
+        moved = mine & (iv["breakdown"] == "overall") & iv["value"].notna()
+        first = moved[moved].index[0]
+        iv.loc[first, "value"] = iv.loc[first, "value"] * 1.1 + 0.5
+    return dataclasses.replace(tables, indicator_values=iv,
+                               publications=pd.concat([pubs, row], ignore_index=True))
+
+
+def test_only_the_pages_of_sites_whose_figures_changed_are_drawn_again(built: Built, tmp_path: Path) -> None:
+    """Every page of a partial redraw equals, byte for byte, the page a full draw writes."""
+    tables = read_warehouse(str(built.warehouse))
+    cached = tmp_path / "cached"
+    codes = sorted(tables.sites["site_code"])
+    assert write_reports(tables, cached).drawn == codes
+    assert write_reports(tables, cached).drawn == []  # nothing changed
+
+    site = codes[0]
+    later = _new_publication(tables, {site})
+    assert write_reports(later, cached).drawn == [site]
+    write_reports(later, tmp_path / "full", reuse_charts=False)
+    assert _pages(cached) == _pages(tmp_path / "full")
+    assert f'data-publication="{int(later.publications["publication_id"].max())}"' in _pages(cached)[f"site_{site}.html"]
+
+    # a publication that changed no figures but withheld another site: only that site's page (its banner)
+    other = codes[1]
+    withheld = f'[{{"site_code": "{other}", "period_end": "2026-11-30", "reason": "volume check failed"}}]'
+    latest = _new_publication(later, set(), withheld)
+    assert write_reports(latest, cached).drawn == [other]
+    write_reports(latest, tmp_path / "full2", reuse_charts=False)
+    assert _pages(cached) == _pages(tmp_path / "full2")
+    assert "volume check failed" in _pages(cached)[f"site_{other}.html"]
+
+    (cached / f"site_{codes[2]}.html").unlink()  # a missing page is drawn whatever the record says
+    assert write_reports(latest, cached).drawn == [codes[2]]
