@@ -1,5 +1,13 @@
-"""The dbt project as Dagster assets: every model, seed and test in one `@dbt_assets`, so dbt tests
-become asset checks (error severity blocks downstream, i.e. the publish) in the same run.
+"""The dbt project in one Dagster step: `dbt build` of every model and test, with the marts (the
+models under models/marts/) as its Dagster assets and their dbt tests as asset checks (error severity
+blocks downstream, i.e. the publish) in the same run.
+
+Only the marts are assets. A partitioned asset costs one materialization event per partition of the
+run, ~10 ms of Dagster each: the 35 staging and intermediate models were ~12,000 of a 26-site x
+13-month nightly's events (338 partitions) and most of the dbt step's "overhead" (docs/performance.md,
+session 6). They are still built and tested in the same `dbt build`, a failing test still fails the
+step (and so blocks the publish), dbt docs still show them, and each mart's Dagster dependencies are
+the assets it is built from (staged_extracts, reference_data, the seeds), not the hidden models between.
 
 Partitioned like the ingest: dbt is told the run's site-months through `--vars` (period_start,
 period_end, site_codes, and site_code for a one-site run). The models are incremental by period
@@ -11,15 +19,16 @@ New `--vars` make dbt re-parse the whole project (dbt-core #3102). Each distinct
 gets its own target directory under C20P5_WORK_DIR/dbt, whose partial_parse.msgpack the next run
 with the same vars (the nightly, a retry, a re-run) reuses; a new set starts from the prepared one.
 
-Seeds (45 of the project's 86 nodes: the codelists, the catalogue, lookups) are built by the same step
-but are not Dagster assets: a partitioned asset costs one materialization event per partition of the
-run, ~10 ms of Dagster each (45 x 338 partitions of a 26-site x 13-month nightly was ~2 min), and a seed
-is the same table for every partition. They are built first, with their tests, in a dbt call of their
-own, on a full refresh only (they are part of the code an incremental build found unchanged). (Making the dbt assets unpartitioned instead cuts every model's events, but then the publish,
-downstream, is no longer reached by a Dagster asset backfill over partitions: docs/performance.md.)
+Seeds (45 of the project's 86 nodes: the codelists, the catalogue, lookups) are not Dagster assets
+either, for the same reason (a seed is the same table for every partition). They are built first, with
+their tests, in a dbt call of their own, on a full refresh only (they are part of the code an
+incremental build found unchanged). (Making the dbt assets unpartitioned instead cuts every model's
+events, but then the publish, downstream, is no longer reached by a Dagster asset backfill over
+partitions: docs/performance.md.)
 
-Source tests run inside `dbt build` but are not attached as checks to the ingest assets: checks
-that a dbt step executes on assets outside it split the dbt op and reorder the run."""
+The main call is made without Dagster's dbt selection (`dbt build --select +<mart> ...`, the marts the
+run materializes and everything upstream but the seeds), and only the results of the marts and of the
+tests on them are handed to Dagster; the rest, source tests included, stay in dbt's log."""
 
 import hashlib
 import json
@@ -29,9 +38,9 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import dagster as dg
 from dagster_dbt import (DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject,
@@ -46,8 +55,6 @@ from orchestration.settings import DBT_PROJECT_DIR
 # The dbt beside this interpreter, so a venv works without being activated.
 DBT_EXECUTABLE = str(Path(sys.executable).with_name("dbt"))
 DBT_PROJECT = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
-TRANSLATOR = DagsterDbtTranslator(settings=DagsterDbtTranslatorSettings(
-    enable_asset_checks=True, enable_duplicate_source_asset_keys=True))
 KEEP_TARGETS = 12  # per-vars target directories kept (each holds a manifest and a partial parse)
 PARTIAL_PARSE = "partial_parse.msgpack"
 
@@ -86,6 +93,60 @@ def _prune_targets(work_dir: Path, keep: int = KEEP_TARGETS) -> None:
 
 
 SEEDS = "resource_type:seed"
+MARTS_PATH = "models/marts/"  # the dbt models that are Dagster assets
+MANIFEST = json.loads(ensure_manifest().read_text())  # read once, here
+
+
+def is_mart(node: Mapping[str, Any]) -> bool:
+    return node.get("resource_type") == "model" and node.get("original_file_path", "").startswith(MARTS_PATH)
+
+
+def _asset_ancestors(manifest: Mapping[str, Any], unique_id: str) -> list[str]:
+    """The nearest upstream nodes that are Dagster assets (or stand for one: sources, seeds), through the
+    models that are not."""
+    found, seen, todo = [], set(), list(manifest["nodes"][unique_id]["depends_on"]["nodes"])
+    while todo:
+        uid = todo.pop()
+        if uid in seen:
+            continue
+        seen.add(uid)
+        node = manifest["nodes"].get(uid) or manifest["sources"].get(uid, {})
+        if is_mart(node) or not uid.startswith("model."):
+            found.append(uid)
+        else:
+            todo.extend(node["depends_on"]["nodes"])
+    return sorted(found)
+
+
+class MartsTranslator(DagsterDbtTranslator):
+    """A mart depends, in Dagster, on the assets it is built from, not on the models between them."""
+
+    def get_asset_spec(self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None) -> dg.AssetSpec:
+        spec = super().get_asset_spec(manifest, unique_id, project)
+        if not is_mart(manifest["nodes"].get(unique_id, {})):
+            return spec
+        keys = {super(MartsTranslator, self).get_asset_spec(manifest, uid, project).key
+                for uid in _asset_ancestors(manifest, unique_id)}
+        return spec.replace_attributes(deps=[dg.AssetDep(k) for k in sorted(keys, key=str)])
+
+
+TRANSLATOR = MartsTranslator(settings=DagsterDbtTranslatorSettings(
+    enable_asset_checks=True, enable_duplicate_source_asset_keys=True))
+
+
+def _selected_marts(context: dg.AssetExecutionContext) -> set[str]:
+    """The unique ids of the marts this run materializes (all of them, unless a subset was picked)."""
+    return {uid for uid, node in MANIFEST["nodes"].items()
+            if is_mart(node) and TRANSLATOR.get_asset_spec(MANIFEST, uid, DBT_PROJECT).key in context.selected_asset_keys}
+
+
+def _of_a_mart(manifest: Mapping[str, Any], unique_id: str | None, marts: set[str]) -> bool:
+    """One of `marts`, or a test on one: the dbt results the step hands to Dagster."""
+    node = manifest["nodes"].get(unique_id or "", {})
+    if node.get("resource_type") == "test":
+        parents = node["depends_on"]["nodes"]
+        return (node.get("attached_node") or (parents[0] if len(parents) == 1 else None)) in marts
+    return unique_id in marts
 
 
 class DrainedPipe:
@@ -124,7 +185,7 @@ class DrainedPipe:
             self._pipe.close()
 
 
-@dbt_assets(manifest=ensure_manifest(), project=DBT_PROJECT, dagster_dbt_translator=TRANSLATOR, exclude=SEEDS,
+@dbt_assets(manifest=MANIFEST, project=DBT_PROJECT, dagster_dbt_translator=TRANSLATOR, select=f"path:{MARTS_PATH}",
             partitions_def=REPORTING, backfill_policy=SINGLE_RUN, retry_policy=RETRY_POLICY)
 def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource,
                pipeline: PipelineResource) -> Iterator:
@@ -133,7 +194,7 @@ def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource,
     os.environ["C20P5_BUILD_DB_PATH"] = str(settings.build_db_path)
     scope = scope_of_run(context.run, context.instance)
     with pipeline.build_db() as con:
-        plan = plan_build(con, json.loads(DBT_PROJECT.manifest_path.read_text()), period_end(scope.periods[0]),
+        plan = plan_build(con, MANIFEST, period_end(scope.periods[0]),
                           force_full=context.run.tags.get(FULL_REFRESH) == "true")
         build_id = record_start(con, plan, context.run_id)
     dbt_vars = {**scope.dbt_vars(), **plan.dbt_vars()}
@@ -147,9 +208,16 @@ def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource,
     with data_errors_fail_fast("dbt build"):
         if plan.loads_seeds:
             dbt.cli(["build", "--select", SEEDS, *vars_arg], target_path=target).wait()
-        build = dbt.cli(["build", *vars_arg, *plan.dbt_flags()], context=context, target_path=target)
+        marts = _selected_marts(context)
+        # no Dagster selection (no context): the selected marts and every model and test they are built from
+        build = dbt.cli(["build", "--select", " ".join(f"+{MANIFEST['nodes'][m]['name']}" for m in sorted(marts)),
+                         "--exclude", SEEDS, *vars_arg, *plan.dbt_flags()],
+                        manifest=MANIFEST, dagster_dbt_translator=TRANSLATOR, target_path=target)
         build.process.stdout = DrainedPipe(build.process.stdout)
-        yield from build.stream()
+        for event in build.stream_raw_events():  # the marts' and their tests' results become Dagster events
+            if _of_a_mart(MANIFEST, event.raw_event["data"].get("node_info", {}).get("unique_id"), marts):
+                yield from event.to_default_asset_events(manifest=MANIFEST, dagster_dbt_translator=TRANSLATOR,
+                                                         context=context, target_path=target, project=DBT_PROJECT)
     with pipeline.build_db() as con:
         record_finish(con, build_id)
     context.log.info(f"dbt build finished in {time.monotonic() - started:.1f} s")

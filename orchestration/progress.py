@@ -57,7 +57,7 @@ def _clock(seconds: float) -> str:
 
 class ProgressLines:
     """Prints a line as each step of `run_id` starts and ends, and a heartbeat line every `heartbeat`
-    seconds while one step runs long (with how many models, seeds and tests it has finished)."""
+    seconds while one step runs long (with how many materializations and check results it has stored)."""
 
     def __init__(self, instance: dg.DagsterInstance, run_id: str, out: TextIO, interval: float = 0.5,
                  heartbeat: float = 20.0) -> None:
@@ -117,7 +117,8 @@ class ProgressLines:
         if not self._running or time.monotonic() - self._last_beat < self.heartbeat:
             return
         for step, (t0, n) in self._running.items():
-            self._line(f"{step} still running ({time.time() - t0:.0f} s, {n} results so far)")
+            results = f", {n} results so far" if n else ""  # the dbt step's come as each mart is built
+            self._line(f"{step} still running ({time.time() - t0:.0f} s{results})")
 
     def _line(self, text: str) -> None:
         self._last_beat = time.monotonic()

@@ -16,6 +16,24 @@ def test_definitions_load_with_the_whole_graph() -> None:
     assert any(name.startswith("unique_combination_of_columns_fct_indicator_values") for name in checks)
 
 
+def test_only_the_marts_are_dagster_assets_and_they_depend_on_what_they_are_built_from() -> None:
+    """The staging and intermediate models are built in the same dbt step but are no assets (each would
+    cost one event per partition); a mart's parents are the ingest assets and seeds it reads, through
+    them, so the dbt step still runs after the ingest."""
+    from assets.marts import MANIFEST, dbt_models
+    marts = {("marts", n["name"]) for n in MANIFEST["nodes"].values()
+             if n["resource_type"] == "model" and n["original_file_path"].startswith("models/marts/")}
+    hidden = {n["name"] for n in MANIFEST["nodes"].values()
+              if n["resource_type"] == "model" and not n["original_file_path"].startswith("models/marts/")}
+    assert {tuple(k.path) for k in dbt_models.keys} == marts and len(hidden) > 30
+    graph = defs.resolve_asset_graph()
+    parents = {k.to_user_string() for k in graph.get(dg.AssetKey(["marts", "int_indicator_statistics"])).parent_keys}
+    assert {"staged_extracts", "reference_data", "seeds/indicators"} <= parents
+    assert not any(p.split("/")[-1] in hidden for p in parents)
+    checks = {k.name for k in dbt_models.check_keys}
+    assert checks and all(any(m in c for _, m in marts) for c in checks), checks
+
+
 def test_publish_waits_for_every_mart_and_the_blocking_checks() -> None:
     graph = defs.resolve_asset_graph()
     parents = {k.to_user_string() for k in graph.get(dg.AssetKey("warehouse_publication")).parent_keys}
