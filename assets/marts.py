@@ -134,10 +134,17 @@ TRANSLATOR = MartsTranslator(settings=DagsterDbtTranslatorSettings(
     enable_asset_checks=True, enable_duplicate_source_asset_keys=True))
 
 
-def _selected_marts(context: dg.AssetExecutionContext) -> set[str]:
-    """The unique ids of the marts this run materializes (all of them, unless a subset was picked)."""
-    return {uid for uid, node in MANIFEST["nodes"].items()
-            if is_mart(node) and TRANSLATOR.get_asset_spec(MANIFEST, uid, DBT_PROJECT).key in context.selected_asset_keys}
+MART_KEYS = {uid: TRANSLATOR.get_asset_spec(MANIFEST, uid, DBT_PROJECT).key
+             for uid, node in MANIFEST["nodes"].items() if is_mart(node)}
+
+
+def _marts_of(keys: set[dg.AssetKey]) -> set[str]:
+    """The unique ids of the marts with these asset keys."""
+    return {uid for uid, key in MART_KEYS.items() if key in keys}
+
+
+def _names(marts: set[str], prefix: str = "") -> str:
+    return " ".join(f"{prefix}{MANIFEST['nodes'][uid]['name']}" for uid in sorted(marts))
 
 
 def _of_a_mart(manifest: Mapping[str, Any], unique_id: str | None, marts: set[str]) -> bool:
@@ -193,6 +200,14 @@ def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource,
     settings = pipeline.settings()
     os.environ["C20P5_BUILD_DB_PATH"] = str(settings.build_db_path)
     scope = scope_of_run(context.run, context.instance)
+    marts = _marts_of(set(context.selected_asset_keys))
+    if not marts:  # only checks were picked (the UI's "Execute checks"): their marts' tests, no build
+        checked = _marts_of({k.asset_key for k in context.selected_asset_check_keys})
+        target = target_for(settings.work_dir, scope.dbt_vars())
+        with data_errors_fail_fast("dbt test"):
+            yield from _results(dbt, ["test", "--select", _names(checked), "--vars", json.dumps(scope.dbt_vars())],
+                                target, checked, context)
+        return
     with pipeline.build_db() as con:
         plan = plan_build(con, MANIFEST, period_end(scope.periods[0]),
                           force_full=context.run.tags.get(FULL_REFRESH) == "true")
@@ -208,16 +223,21 @@ def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource,
     with data_errors_fail_fast("dbt build"):
         if plan.loads_seeds:
             dbt.cli(["build", "--select", SEEDS, *vars_arg], target_path=target).wait()
-        marts = _selected_marts(context)
-        # no Dagster selection (no context): the selected marts and every model and test they are built from
-        build = dbt.cli(["build", "--select", " ".join(f"+{MANIFEST['nodes'][m]['name']}" for m in sorted(marts)),
-                         "--exclude", SEEDS, *vars_arg, *plan.dbt_flags()],
-                        manifest=MANIFEST, dagster_dbt_translator=TRANSLATOR, target_path=target)
-        build.process.stdout = DrainedPipe(build.process.stdout)
-        for event in build.stream_raw_events():  # the marts' and their tests' results become Dagster events
-            if _of_a_mart(MANIFEST, event.raw_event["data"].get("node_info", {}).get("unique_id"), marts):
-                yield from event.to_default_asset_events(manifest=MANIFEST, dagster_dbt_translator=TRANSLATOR,
-                                                         context=context, target_path=target, project=DBT_PROJECT)
+        # the selected marts and every model and test they are built from
+        yield from _results(dbt, ["build", "--select", _names(marts, "+"), "--exclude", SEEDS, *vars_arg,
+                                  *plan.dbt_flags()], target, marts, context)
     with pipeline.build_db() as con:
         record_finish(con, build_id)
     context.log.info(f"dbt build finished in {time.monotonic() - started:.1f} s")
+
+
+def _results(dbt: DbtCliResource, args: list[str], target: Path, marts: set[str],
+             context: dg.AssetExecutionContext) -> Iterator:
+    """`dbt <args>` without Dagster's selection; the results of `marts` and of the tests on them, as
+    Dagster events (every other node's stay in dbt's log)."""
+    invocation = dbt.cli(args, manifest=MANIFEST, dagster_dbt_translator=TRANSLATOR, target_path=target)
+    invocation.process.stdout = DrainedPipe(invocation.process.stdout)
+    for event in invocation.stream_raw_events():
+        if _of_a_mart(MANIFEST, event.raw_event["data"].get("node_info", {}).get("unique_id"), marts):
+            yield from event.to_default_asset_events(manifest=MANIFEST, dagster_dbt_translator=TRANSLATOR,
+                                                     context=context, target_path=target, project=DBT_PROJECT)

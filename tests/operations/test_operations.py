@@ -159,7 +159,25 @@ def _night(ops: Ops, settings: Settings):
         ops.cli["submit"] = cli.main(["backfill", "--from", "2026-09", "--to", "2026-10", "--submit"])
         ops.backfills = instance.get_backfills()
         ops.cli["status_2"] = _status()
+        builds = _dbt_builds(settings)
+        record(ops, "checks_only", _check_only(instance, MART_CHECK), instance)  # the UI's "Execute checks"
+        ops.cli["dbt_builds"] = (builds, _dbt_builds(settings))
     yield ops
+
+
+MART_CHECK = "unique_combination_of_columns_fct_indicator_values"
+
+
+def _check_only(instance: dg.DagsterInstance, prefix: str) -> dg.ExecuteInProcessResult:
+    from orchestration.definitions import defs
+    [check] = [k for k in defs.resolve_asset_graph().asset_check_keys if k.name.startswith(prefix)]
+    job = defs.resolve_job_def("nightly_refresh").get_subset(asset_selection=set(), asset_check_selection={check})
+    return job.execute_in_process(instance=instance, raise_on_error=False, partition_key="2026-10|lsc")
+
+
+def _dbt_builds(settings: Settings) -> int:
+    with duckdb.connect(str(settings.build_db_path), read_only=True) as con:
+        return con.execute("select count(*) from audit.dbt_builds").fetchone()[0]
 
 
 def _status() -> tuple[int, list[str]]:
@@ -219,6 +237,17 @@ def test_dbt_gets_the_partitions_as_vars_and_rebuilds_only_what_changed(ops: Ops
                         "site_code": "lsc", "rebuild_from": "2026-10-31"}
     plan, dbt_vars, _ = _dbt_call(ops.logs["backfill"])  # lsc 2026-09..10: the earlier month and all after it
     assert plan.startswith("periods from 2026-09-30") and dbt_vars["rebuild_from"] == "2026-09-30"
+
+
+def test_a_mart_check_can_be_run_alone_and_builds_nothing(ops: Ops) -> None:
+    """Only the marts are Dagster assets; their dbt tests are its checks and can be run on their own
+    (dbt test of that mart): no materialization, no dbt build recorded."""
+    run = ops.runs["checks_only"]
+    [(name, result)] = ops.checks["checks_only"].items()
+    assert name.startswith(MART_CHECK) and result.passed
+    assert not run.get_asset_materialization_events()
+    before, after = ops.cli["dbt_builds"]
+    assert before == after > 0
 
 
 def test_the_parse_is_reused_for_the_same_vars(ops: Ops) -> None:
