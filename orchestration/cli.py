@@ -70,8 +70,10 @@ def _parser() -> argparse.ArgumentParser:
                 "passed. Prints a line as each step starts and ends, then a summary.", cmd_run)
     r.add_argument("--full-refresh", action="store_true",
                    help="rebuild every period of every dbt model (as after a change to the dbt project)")
-    _generate_args(command("demo", "generate, then run, on the embedded DuckDB warehouse",
-                           "`c20p5 generate` then `c20p5 run` with the same settings.", cmd_demo))
+    demo = command("demo", "generate, then run, on the embedded DuckDB warehouse",
+                   "`c20p5 generate` then `c20p5 run` with the same settings.", cmd_demo)
+    _generate_args(demo)
+    demo.set_defaults(full_refresh=False)  # what cmd_run reads: a demo's first run builds everything anyway
     b = command("backfill", "rebuild and republish a range of months for one site or every site",
                 "One run, in this process (or queued for dagster-daemon with --submit).", cmd_backfill)
     b.add_argument("--from", dest="first", required=True, help="first month, YYYY-MM")

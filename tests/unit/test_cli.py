@@ -50,3 +50,15 @@ def test_run_offers_a_full_refresh(capsys: pytest.CaptureFixture[str]) -> None:
     text = " ".join(capsys.readouterr().out.split())
     assert "--full-refresh rebuild every period of every dbt model" in text
     assert "only the periods from the earliest that changed since the last good build" in text
+
+
+@pytest.mark.slow
+def test_the_readmes_demo_runs_and_publishes(tmp_path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """`c20p5 demo` (the README's first command), small: generate, then the nightly job, then a warehouse."""
+    from tests.conftest import env_for
+    for key, value in env_for(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    assert cli.main(["demo", "--people", "300", "--months", "1"]) in (cli.EXIT_OK, cli.EXIT_WITHHELD)
+    out = capsys.readouterr().out
+    assert "publication: 1;" in out and (tmp_path / "warehouse" / "evaluation.duckdb").exists()
