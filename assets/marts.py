@@ -147,9 +147,9 @@ def _names(marts: set[str], prefix: str = "") -> str:
     return " ".join(f"{prefix}{MANIFEST['nodes'][uid]['name']}" for uid in sorted(marts))
 
 
-def _of_a_mart(manifest: Mapping[str, Any], unique_id: str | None, marts: set[str]) -> bool:
+def _of_a_mart(unique_id: str | None, marts: set[str]) -> bool:
     """One of `marts`, or a test on one: the dbt results the step hands to Dagster."""
-    node = manifest["nodes"].get(unique_id or "", {})
+    node = MANIFEST["nodes"].get(unique_id or "", {})
     if node.get("resource_type") == "test":
         parents = node["depends_on"]["nodes"]
         return (node.get("attached_node") or (parents[0] if len(parents) == 1 else None)) in marts
@@ -238,6 +238,6 @@ def _results(dbt: DbtCliResource, args: list[str], target: Path, marts: set[str]
     invocation = dbt.cli(args, manifest=MANIFEST, dagster_dbt_translator=TRANSLATOR, target_path=target)
     invocation.process.stdout = DrainedPipe(invocation.process.stdout)
     for event in invocation.stream_raw_events():
-        if _of_a_mart(MANIFEST, event.raw_event["data"].get("node_info", {}).get("unique_id"), marts):
+        if _of_a_mart(event.raw_event["data"].get("node_info", {}).get("unique_id"), marts):
             yield from event.to_default_asset_events(manifest=MANIFEST, dagster_dbt_translator=TRANSLATOR,
                                                      context=context, target_path=target, project=DBT_PROJECT)

@@ -262,8 +262,8 @@ def latest_publications(settings: Settings, sites: list[str]) -> dict[SitePeriod
     """The publication whose rows readers see, per published site-period of `sites`."""
     sql = f"""select site_code, cast(period_end as varchar) as period_end, max(publication_id) as publication_id
               from evaluation.indicator_values_history where site_code in ({_codes(sites)}) group by 1, 2"""
-    frame = read_queries(settings.warehouse_url, {"latest": sql}).get("latest")
-    if frame is None or frame.empty:
+    frame = read_queries(settings.warehouse_url, {"latest": sql})["latest"]
+    if frame.empty:
         return {}
     return {(s, str(p)[:10]): int(i) for s, p, i in zip(frame["site_code"], frame["period_end"], frame["publication_id"])}
 

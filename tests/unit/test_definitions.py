@@ -10,7 +10,7 @@ def test_definitions_load_with_the_whole_graph() -> None:
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert {"reference_data", "landed_submissions", "staged_extracts", "warehouse_publication",
             "marts/fct_indicator_values", "marts/fct_inequality_summary"} <= keys
-    assert {f"raw_{k}" for k in FILE_KINDS} <= keys
+    assert "raw_extracts" in keys
     checks = {k.name for k in graph.asset_check_keys}
     assert {f"{k}_schema" for k in FILE_KINDS} | {"great_expectations_marts"} <= checks
     assert any(name.startswith("unique_combination_of_columns_fct_indicator_values") for name in checks)
@@ -39,11 +39,23 @@ def test_publish_waits_for_every_mart_and_the_blocking_checks() -> None:
     parents = {k.to_user_string() for k in graph.get(dg.AssetKey("warehouse_publication")).parent_keys}
     assert {"marts/fct_indicator_values", "marts/fct_inequality_summary", "marts/dim_indicators",
             "marts/dim_sites", "staged_extracts"} <= parents
-    from assets.ingest import SCHEMA_CHECKS
+    from assets.ingest import extract_schemas
     from checks.asset_checks import great_expectations_marts
-    assert all(spec.blocking for c in [*SCHEMA_CHECKS, great_expectations_marts] for spec in c.check_specs)
+    assert all(spec.blocking for c in [extract_schemas, great_expectations_marts] for spec in c.check_specs)
     job = defs.resolve_job_def("nightly_refresh")
     assert job.executor_def.name == "in_process"
+
+
+def test_the_staged_extracts_wait_for_the_schema_checks_and_the_publish_for_great_expectations() -> None:
+    """Blocking checks as steps the next asset waits on: the six schema checks are one step, on the one
+    raw_extracts asset (a partitioned asset costs an event per site-month in every run)."""
+    from dagster._core.execution.api import create_execution_plan
+    plan = create_execution_plan(defs.resolve_job_def("nightly_refresh"))
+    waits = {step.key: {h.step_key for i in step.step_inputs for h in i.get_step_output_handle_dependencies()}
+             for step in plan.get_all_steps_in_topo_order()}
+    assert waits["extract_schemas"] == {"raw_extracts"}
+    assert "extract_schemas" in waits["staged_extracts"]
+    assert "marts__fct_indicator_values_great_expectations_marts" in waits["warehouse_publication"]
 
 
 def test_nightly_schedule_runs_at_two_in_london() -> None:
