@@ -274,9 +274,9 @@ class SiiResult:
     sii: float
     sii_lower: float
     sii_upper: float
-    rii: float
-    rii_lower: float
-    rii_upper: float
+    rii: float | None       # None when the ratio is unbounded: see _sii_untransformed
+    rii_lower: float | None
+    rii_upper: float | None
 
 
 def _midpoints(populations: FloatArray) -> FloatArray:
@@ -466,7 +466,15 @@ def _rii(intercept: FloatArray, slope: FloatArray, multiplier: float) -> FloatAr
 def _sii_untransformed(
     point: FloatArray, sims: FloatArray, multiplier: float, confidence: float
 ) -> SiiResult:
+    """The RII is a ratio of the fitted values at ranks 1 and 0. When the confidence interval of
+    either fitted end reaches zero, that ratio is unbounded (Fieller): its simulated values run to
+    +/- infinity and their percentiles can exclude the point estimate itself (RII -102.97, CI from
+    -73.0, at one site of 384 people). Then the RII and its CI are None, not numbers. A deliberate
+    deviation from phe_sii, which reports them whatever the fitted line does; the SII stands."""
     sii_lo, sii_hi = _order_stats(sims[:, 1] * multiplier, confidence)
+    ends_low = [_order_stats(end, confidence)[0] for end in (sims[:, 0], sims[:, 0] + sims[:, 1])]
+    if min(point[0], point[0] + point[1], *ends_low) <= 0:
+        return SiiResult(float(point[1] * multiplier), sii_lo, sii_hi, None, None, None)
     rii_lo, rii_hi = _order_stats(_rii(sims[:, 0], sims[:, 1], multiplier), confidence)
     return SiiResult(
         float(point[1] * multiplier), sii_lo, sii_hi,

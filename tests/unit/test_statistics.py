@@ -321,6 +321,49 @@ def test_sii_sign_convention_and_negative_multiplier():
     assert close(flipped.rii_lower, 1 / forward.rii_upper, 0.01)
 
 
+def _fitted_ends(counts: list[int], pops: list[int]) -> tuple[float, float]:
+    """Rates per 100,000 regressed on the population-weighted relative rank, fitted at ranks 0 and 1:
+    numpy's weighted least squares, independent of assets.statistics."""
+    pops_a = np.asarray(pops, float)
+    share = pops_a / pops_a.sum()
+    rank = np.cumsum(share) - share / 2
+    slope, intercept = np.polyfit(rank, np.asarray(counts) / pops_a * 100_000, 1, w=np.sqrt(share))
+    return intercept, intercept + slope
+
+
+def test_rii_is_none_when_the_fitted_line_crosses_zero_and_the_sii_stands():
+    """Rates rising steeply from a most deprived quintile with 1 case: the line fitted through the
+    quintiles is below zero at rank 0, so fitted(1) / fitted(0) is negative. phe_sii would report it
+    (about -4.4, CI -11.0 to -3.6); a ratio of a rate to a negative rate means nothing."""
+    counts, pops = [1, 2, 20, 40, 60], [380] * 5
+    y0, y1 = _fitted_ends(counts, pops)
+    assert y0 < 0 < y1
+    r = sii_from_counts(counts, pops, 1, reps=5000)
+    assert close(r.sii, y1 - y0, 1e-9)
+    assert r.rii is None and r.rii_lower is None and r.rii_upper is None
+
+
+def test_rii_is_none_when_its_interval_would_be_unbounded():
+    """Both fitted ends positive, but so few cases at rank 0 that its interval reaches zero: the ratio's
+    simulated values run to infinity either side (phe_sii: 8.5, CI -86 to 101, a negative lower limit
+    for a ratio of positive rates). With more cases the same gradient keeps its RII."""
+    counts, pops = [5, 8, 10, 14, 20], [380] * 5
+    assert min(_fitted_ends(counts, pops)) > 0
+    assert sii_from_counts(counts, pops, 1, reps=5000).rii is None
+    big = sii_from_counts([c * 100 for c in counts], [p * 100 for p in pops], 1, reps=5000)
+    y0, y1 = _fitted_ends([c * 100 for c in counts], [p * 100 for p in pops])
+    assert close(big.rii, y1 / y0, 1e-9)
+    assert 0 < big.rii_lower < big.rii < big.rii_upper
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 60), min_size=5, max_size=5), st.integers(200, 5000))
+def test_a_published_rii_is_positive_and_inside_its_interval(counts: list[int], pop: int) -> None:
+    r = sii_from_counts(counts, [pop] * 5, 1, reps=2000)
+    assert r.sii_lower <= r.sii <= r.sii_upper
+    assert r.rii is None or 0 < r.rii_lower <= r.rii <= r.rii_upper
+
+
 def test_sii_seeded_rerun_identical_and_seed_matters():
     a = sii(LE_VALUES, LE_POPS, LE_SES, reps=5000, seed=7)
     b = sii(LE_VALUES, LE_POPS, LE_SES, reps=5000, seed=7)
