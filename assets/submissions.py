@@ -55,11 +55,19 @@ class Submission:
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
+    return _read_once(path)[0]
+
+
+def _read_once(path: Path) -> tuple[str, int]:
+    """The file's sha256 and its newline-terminated line count (a last line without one counts too),
+    in one read: the checksum and the row count each read every byte of every file."""
+    h, lines, last = hashlib.sha256(), 0, b"\n"
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    return h.hexdigest()
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    return h.hexdigest(), lines + (last != b"\n")
 
 
 def discover(landing_dir: Path) -> list[Submission]:
@@ -137,26 +145,18 @@ def _verify_file(sub: Submission, kind: str, files: dict) -> list[Issue]:
         return [_issue(sub, name, "is missing from the submission folder", "missing_file")]
     if entry is None:
         return [_issue(sub, "manifest.json", f"does not list {name}", "manifest_files", column="files")]
-    if sha256_file(path) != entry.get("sha256"):
+    digest, lines = _read_once(path)
+    if digest != entry.get("sha256"):
         return [_issue(sub, name, "checksum does not match the manifest's sha256: the file changed or was "
                                   "truncated after the manifest was written", "checksum")]
-    rows = count_rows(path)
+    rows = _parquet_rows(path) if path.suffix == ".parquet" else max(lines - 1, 0)  # less the header
     if rows != entry.get("rows"):
         return [_issue(sub, name, f"has {rows} data rows but the manifest says {entry.get('rows')}", "row_count")]
     return []
 
 
-def count_rows(path: Path) -> int:
-    """Data rows (header excluded): parquet metadata, or newline count for CSV."""
-    if path.suffix == ".parquet":
-        return pl.scan_parquet(path).select(pl.len()).collect().item()
-    lines, last = 0, b"\n"
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            lines += chunk.count(b"\n")
-            last = chunk[-1:]
-    lines += last != b"\n"
-    return max(lines - 1, 0)
+def _parquet_rows(path: Path) -> int:
+    return pl.scan_parquet(path).select(pl.len()).collect().item()
 
 
 def check_header(sub: Submission, kind: str) -> list[Issue]:
