@@ -93,3 +93,41 @@ def test_a_batch_boundary_keeps_line_numbers(tmp_path: Path) -> None:
     assert load_pending(con, sub, "patients") == []
     found = validate_pending_many(con, [sub], "patients", batch_rows=10)[sub.submission_id]
     assert {(i.row, i.column) for i in found} == {(5, "sex"), (19, "sex")}
+
+
+def test_submissions_validated_together_get_what_each_gets_alone(tmp_path: Path) -> None:
+    """pandera runs once per period over every submission of it in a batch: each submission still gets
+    exactly its own failures, with its own lines, as when it is validated alone. A date in November
+    is wrong in October's submissions only (dates may not be after the period end)."""
+    import polars as pl
+
+    from assets.generator import write_submission
+    from checks.schemas import FILE_COLUMNS
+    settings = load_settings(env_for(tmp_path))
+
+    def patients(bad: dict[int, tuple[str, str]]) -> pl.DataFrame:
+        rows = [{"person_id": f"tok{i:05d}", "practice_code": "P81008", "lsoa_code": None, "sex": "F",
+                 "birth_month": "1970-05", "ethnic_category": "A", "registration_start": "2001-01-01",
+                 "registration_end": None, "date_of_death": None} for i in range(30)]
+        for i, (column, value) in bad.items():
+            rows[i][column] = value
+        return pl.DataFrame(rows, schema={c: pl.Utf8 for c in FILE_COLUMNS["patients"]})
+
+    plants = {("burnley_east", date(2026, 10, 31)): {2: ("sex", "X"), 9: ("registration_start", "2026-11-15")},
+              ("pendle_west", date(2026, 10, 31)): {5: ("sex", "Q"), 6: ("ethnic_category", "7")},
+              ("burnley_east", date(2026, 11, 30)): {9: ("registration_start", "2026-11-15"), 20: ("sex", "Z")}}
+    for (site, period), bad in plants.items():
+        frames = {k: pl.DataFrame(schema={c: pl.Utf8 for c in FILE_COLUMNS[k]}) for k in FILE_KINDS}
+        write_submission(settings.landing_dir, site, period, frames | {"patients": patients(bad)})
+    subs = discover(settings.landing_dir)
+    assert len(subs) == 3
+    con = duckdb.connect()
+    for sub in subs:
+        assert load_pending(con, sub, "patients") == []
+    together = validate_pending_many(con, subs, "patients", batch_rows=40)  # a batch boundary inside one
+    for sub in subs:
+        alone = validate_pending_many(con, [sub], "patients")[sub.submission_id]
+        assert together[sub.submission_id] == alone
+        expected = {(i + 2, column) for i, (column, value) in plants[(sub.site_code, date.fromisoformat(sub.period_end))].items()
+                    if not (column == "registration_start" and sub.period_end == "2026-11-30")}
+        assert {(i.row, i.column) for i in alone} == expected
