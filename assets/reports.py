@@ -752,10 +752,10 @@ class ReportContext:
 
 
 def nav(ctx: ReportContext) -> str:
-    docs = (f'<a href="{_e(ctx.data_docs_href)}" data-link="data-docs">Data quality (Great Expectations Data Docs)</a>'
+    docs = (f'<a href="{_e(ctx.data_docs_href)}" data-link="data-docs">Validation results (Great Expectations Data Docs)</a>'
             if ctx.data_docs_href else '<span class="muted">Data Docs not available</span>')
     return (f'<a href="index.html">All sites</a><a href="national.html">National comparison</a>'
-            f'<a href="{DATA_QUALITY_FILE}">Data quality</a>{docs}')
+            f'<a href="{DATA_QUALITY_FILE}">Data-quality findings</a>{docs}')
 
 
 def publication_line(ctx: ReportContext, p: pd.Series | None = None, what: str = "Publication") -> str:
