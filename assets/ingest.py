@@ -1,4 +1,4 @@
-"""Ingestion assets: manifest and checksum first, one asset per file kind, pandera as blocking checks.
+"""Ingestion assets: manifest and checksum first, one staging asset for the six file kinds, pandera as blocking checks.
 
 landed_submissions -> raw_extracts (six file kinds, staged as text) -> [pandera check per kind] -> staged_extracts
 A submission with any error is quarantined untouched; the others move on to `raw.<kind>`.
