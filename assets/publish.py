@@ -34,7 +34,7 @@ from orchestration.resources import PipelineResource, table_exists
 from orchestration.retries import RETRY_POLICY, data_errors_fail_fast
 from orchestration.settings import PROJECT_ROOT, Settings
 
-MARTS = ("fct_indicator_values", "fct_inequality_summary", "dim_indicators", "dim_sites")
+PUBLISHED_MARTS = ("fct_indicator_values", "fct_inequality_summary", "dim_indicators", "dim_sites")
 FRESHNESS_STAGE = "freshness"
 PUBLISH_CONSUMER = "publish"
 # The code that turns mart rows into published rows: a change to it compares every site-period again.
@@ -45,7 +45,7 @@ ROW_TABLES = {"indicator_values": [c for c in INDICATOR_VALUE_COLUMNS if c != "p
 
 @dg.asset(
     group_name="publish",
-    deps=[dg.AssetKey(["marts", m]) for m in MARTS] + ["staged_extracts"],
+    deps=[dg.AssetKey(["marts", m]) for m in PUBLISHED_MARTS] + ["staged_extracts"],
     partitions_def=REPORTING, backfill_policy=SINGLE_RUN, retry_policy=RETRY_POLICY,
     description="The gated publication of this run's site-periods: disclosure-controlled aggregates of every "
                 "site-period that passed its checks, written atomically to the shared warehouse "
