@@ -323,13 +323,17 @@ def _order_stats(samples: FloatArray, confidence: float) -> tuple[float, float]:
 
     R's round() halves to even, as numpy's does.
     """
-    reps = samples.size
+    lo_i, hi_i = _order_positions(samples.size, confidence)
+    part = np.partition(samples, [lo_i, hi_i])
+    return float(part[lo_i]), float(part[hi_i])
+
+
+def _order_positions(reps: int, confidence: float) -> tuple[int, int]:
+    """The 0-based positions in the sorted samples of _order_stats' lower and upper limits."""
     upper_p = confidence + (1.0 - confidence) / 2.0
     lo = int(np.round(reps * (1.0 - upper_p)))
     hi = int(np.round(reps * upper_p))
-    lo_i, hi_i = max(lo, 1) - 1, min(max(hi, 1), reps) - 1
-    part = np.partition(samples, [lo_i, hi_i])
-    return float(part[lo_i]), float(part[hi_i])
+    return max(lo, 1) - 1, min(max(hi, 1), reps) - 1
 
 
 def _sii_inputs(
@@ -472,8 +476,11 @@ def _sii_untransformed(
     -73.0, at one site of 384 people). Then the RII and its CI are None, not numbers. A deliberate
     deviation from phe_sii, which reports them whatever the fitted line does; the SII stands."""
     sii_lo, sii_hi = _order_stats(sims[:, 1] * multiplier, confidence)
-    ends_low = [_order_stats(end, confidence)[0] for end in (sims[:, 0], sims[:, 0] + sims[:, 1])]
-    if min(point[0], point[0] + point[1], *ends_low) <= 0:
+    # an end's lower limit (_order_stats) is <= 0 when more draws than its position are: a count, not
+    # a partition of every draw (that was a tenth of each SII's time)
+    lo_i = _order_positions(sims.shape[0], confidence)[0]
+    reaches_zero = any(np.count_nonzero(end <= 0) > lo_i for end in (sims[:, 0], sims[:, 0] + sims[:, 1]))
+    if reaches_zero or min(point[0], point[0] + point[1]) <= 0:
         return SiiResult(float(point[1] * multiplier), sii_lo, sii_hi, None, None, None)
     rii_lo, rii_hi = _order_stats(_rii(sims[:, 0], sims[:, 1], multiplier), confidence)
     return SiiResult(
