@@ -100,13 +100,15 @@ RULES: tuple[Rule, ...] = (
          """select submission_id, _line, '' from pending.patients join _checked using (submission_id)
             where date_of_death < birth_month || '-01'""",
          "date_of_death is before the month of birth (values not repeated here)"),
-    # A submission with no patients at all is reported as such (no_patients), not row by row here.
+    # A submission with no patients at all is reported as such (no_patients), not row by row here. The
+    # submissions with patients are a join with one row each: an EXISTS on submission_id alone hashed
+    # every patient row under 338 keys, and ran out of memory at 1 M people (docs/performance.md).
     *(Rule("unknown_person", kind, "person_id",
-           f"""select e.submission_id, e._line, '' from pending.{kind} e join _checked using (submission_id)
+           f"""with listed as (select p.submission_id, p.person_id from pending.patients p join _checked using (submission_id))
+               select e.submission_id, e._line, '' from pending.{kind} e
+               join (select distinct submission_id from listed) as with_patients using (submission_id)
                where e.person_id is not null
-               and exists (select 1 from pending.patients p where p.submission_id = e.submission_id)
-               and not exists (select 1 from pending.patients p
-                               where p.submission_id = e.submission_id and p.person_id = e.person_id)""",
+               and not exists (select 1 from listed p where p.submission_id = e.submission_id and p.person_id = e.person_id)""",
            "this person_id is not in patients.csv: every person with records must be listed in patients.csv")
       for kind in FILE_KINDS if kind != "patients"),
     *(_nhs_number_rule(kind) for kind in FILE_KINDS),
