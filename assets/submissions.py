@@ -54,6 +54,12 @@ class Submission:
         return None
 
 
+# A staged row's site and period end from its submission_id column (`<site>/<YYYY-MM>/<sha>`), in SQL,
+# where a join with the submissions would cost the rows' order (ingest._promote).
+SUBMISSION_SITE_SQL = "split_part(submission_id, '/', 1)"
+SUBMISSION_PERIOD_END_SQL = "last_day(cast(split_part(submission_id, '/', 2) || '-01' as date))"
+
+
 def sha256_file(path: Path) -> str:
     return _read_once(path)[0]
 
