@@ -13,7 +13,8 @@ from orchestration.settings import LOCK_TIMEOUT_SECONDS, Settings, load_settings
 FIRST_WAIT_SECONDS, MAX_WAIT_SECONDS = 0.1, 15.0
 # What a step's DuckDB may hold in memory before it spills to disk (DuckDB's own default is 80% of RAM).
 # At 100k people the SQL rules over the run's 33 M staged event rows reached 7.9 GB without it, and the
-# promotion's ordered insert 5 GB; capped at 2 GB the promotion took 33 s instead of 30 s.
+# promotion's ordered insert 5 GB (it no longer sorts). Not every operator spills: at 1 M people a rule's
+# EXISTS ran out of memory under this cap until it became a join (checks/rules.py, unknown_person).
 BUILD_DB_MEMORY = "3GB"
 
 log = dg.get_dagster_logger("c20p5")

@@ -59,3 +59,17 @@ def test_promotion_keeps_each_files_lines_in_order(con: duckdb.DuckDBPyConnectio
     assert all(hi - lo + 1 == n == ROWS for *_, lo, hi, n in blocks)  # each site-period contiguous
     left = con.execute("select distinct submission_id from pending.events").fetchall()
     assert left == [(elsewhere.submission_id,)]
+
+
+def test_promoting_all_that_is_staged_leaves_pending_empty_and_usable(con: duckdb.DuckDBPyConnection) -> None:
+    subs = [_sub("burnley_east", "2026-09"), _sub("lsc", "2026-09")]
+    for seed, sub in enumerate(subs, start=3):
+        _stage(con, sub, seed)
+    staged = con.execute('select submission_id, "person_id" from pending.events order by rowid').fetchall()
+
+    _promote(con, subs)  # nothing else staged: the table is made again rather than deleted row by row
+
+    assert con.execute('select submission_id, "person_id" from raw.events order by rowid').fetchall() == staged
+    assert con.execute("select count(*) from pending.events").fetchone() == (0,)
+    _stage(con, _sub("lsc", "2026-10"), 9)  # the next run stages into it as before
+    assert con.execute("select count(*) from pending.events").fetchone() == (ROWS,)
