@@ -476,10 +476,12 @@ def _sii_untransformed(
     -73.0, at one site of 384 people). Then the RII and its CI are None, not numbers. A deliberate
     deviation from phe_sii, which reports them whatever the fitted line does; the SII stands."""
     sii_lo, sii_hi = _order_stats(sims[:, 1] * multiplier, confidence)
-    # an end's lower limit (_order_stats) is <= 0 when more draws than its position are: a count, not
-    # a partition of every draw (that was a tenth of each SII's time)
+    # The ratio's lower limit (_order_stats) can be <= 0 when more draws than its position have an end
+    # at or below zero, either end: counted over the draws together, since each end alone can stay under
+    # the position while the two together do not (counts 3, 4, 2, 4, 3 of 200 gave a CI from -0.2). A
+    # count, not a partition of every draw (that was a tenth of each SII's time).
     lo_i = _order_positions(sims.shape[0], confidence)[0]
-    reaches_zero = any(np.count_nonzero(end <= 0) > lo_i for end in (sims[:, 0], sims[:, 0] + sims[:, 1]))
+    reaches_zero = np.count_nonzero((sims[:, 0] <= 0) | (sims[:, 0] + sims[:, 1] <= 0)) > lo_i
     if reaches_zero or min(point[0], point[0] + point[1]) <= 0:
         return SiiResult(float(point[1] * multiplier), sii_lo, sii_hi, None, None, None)
     rii_lo, rii_hi = _order_stats(_rii(sims[:, 0], sims[:, 1], multiplier), confidence)
