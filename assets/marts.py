@@ -48,7 +48,7 @@ from dagster_dbt import (DagsterDbtTranslator, DagsterDbtTranslatorSettings, Dbt
 
 from assets.incremental import plan_build, project_files, record_finish, record_start
 from orchestration.partitions import FULL_REFRESH, REPORTING, SINGLE_RUN, period_end, scope_of_run
-from orchestration.resources import PipelineResource
+from orchestration.resources import BUILD_DB_MEMORY, PipelineResource
 from orchestration.retries import RETRY_POLICY, data_errors_fail_fast
 from orchestration.settings import DBT_PROJECT_DIR
 
@@ -199,6 +199,7 @@ def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource,
     """`dbt build --vars {...}` against the private build database of this run's settings."""
     settings = pipeline.settings()
     os.environ["C20P5_BUILD_DB_PATH"] = str(settings.build_db_path)
+    os.environ["C20P5_BUILD_DB_MEMORY"] = BUILD_DB_MEMORY
     scope = scope_of_run(context.run, context.instance)
     marts = _marts_of(set(context.selected_asset_keys))
     if not marts:  # only checks were picked (the UI's "Execute checks"): their marts' tests, no build
