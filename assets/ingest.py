@@ -18,8 +18,8 @@ import duckdb
 from assets.reference import REFERENCE_FILES, load_reference, reference_fingerprint
 from orchestration.settings import SHIPPED_REFERENCE_DIR, Settings
 from assets.submissions import (SUBMISSION_PERIOD_END_SQL, SUBMISSION_SITE_SQL, Submission, check_header,
-                                clear_pending, create_pending_table, discover, load_pending, pending_rows,
-                                quarantine, validate_pending_many, verify_manifest)
+                                clear_pending, discover, load_pending, pending_rows, quarantine,
+                                validate_pending_many, verify_manifest)
 from checks.issues import ERROR, Issue, record_issues
 from checks.rules import Checked, VolumeHistory, rule_issues
 from checks.schemas import FILE_COLUMNS, FILE_KINDS
@@ -374,7 +374,7 @@ def _promote(con: duckdb.DuckDBPyConnection, subs: list[Submission]) -> None:
         con.execute(f"""insert into raw.{kind} select {SUBMISSION_SITE_SQL}, {SUBMISSION_PERIOD_END_SQL},
             submission_id, {cols} from pending.{kind} k where list_contains(?, submission_id)""",
                     [[s.submission_id for s in standing]])
-        _clear_promoted(con, kind, [s.submission_id for s in subs])
+        clear_pending(con, kind, subs)
     for sub in subs:
         con.execute("""update audit.submissions set status = 'superseded'
                        where site_code = ? and period = ? and status = 'loaded'""", [sub.site_code, sub.period])
@@ -382,19 +382,6 @@ def _promote(con: duckdb.DuckDBPyConnection, subs: list[Submission]) -> None:
                     [sub.submission_id])
     con.execute("drop table _promoted")
     con.execute("commit")
-
-
-def _clear_promoted(con: duckdb.DuckDBPyConnection, kind: str, ids: list[str]) -> None:
-    """Take the promoted rows out of pending.<kind>. A delete holds every deleted row's version in memory
-    until it commits (out of memory at 1 M people: 333 M event rows), so a table holding nothing else,
-    the usual case, is dropped and made again instead."""
-    others = con.execute(f"select count(*) from pending.{kind} where not list_contains(?, submission_id)",
-                         [ids]).fetchone()[0]
-    if others:
-        con.execute(f"delete from pending.{kind} where list_contains(?, submission_id)", [ids])
-    else:
-        con.execute(f"drop table pending.{kind}")
-        create_pending_table(con, kind)
 
 
 def submissions_summary(con: duckdb.DuckDBPyConnection) -> list[dict]:

@@ -219,9 +219,19 @@ def create_pending_table(con: duckdb.DuckDBPyConnection, kind: str) -> None:
 
 
 def clear_pending(con: duckdb.DuckDBPyConnection, kind: str, subs: list[Submission]) -> None:
-    """Drop what an earlier attempt staged for `subs` (a retried step starts again), in one statement."""
+    """Take what is staged for `subs` out of pending.<kind> (a retried step starts again; promoted and
+    rejected submissions leave), in one statement. A delete holds every deleted row's version in memory
+    until it commits (out of memory at 1 M people: 333 M event rows), so a table holding nothing else,
+    the usual case, is dropped and made again instead."""
     create_pending_table(con, kind)
-    con.execute(f"delete from pending.{kind} where submission_id in (select unnest(?))", [[s.submission_id for s in subs]])
+    ids = [s.submission_id for s in subs]
+    others = con.execute(f"select count(*) from pending.{kind} where not list_contains(?, submission_id)",
+                         [ids]).fetchone()[0]
+    if others:
+        con.execute(f"delete from pending.{kind} where list_contains(?, submission_id)", [ids])
+    else:
+        con.execute(f"drop table pending.{kind}")
+        create_pending_table(con, kind)
 
 
 def pending_rows(con: duckdb.DuckDBPyConnection, kind: str, subs: list[Submission]) -> dict[str, int]:
