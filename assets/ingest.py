@@ -1,7 +1,8 @@
 """Ingestion assets: manifest and checksum first, one staging asset for the six file kinds, pandera as blocking checks.
 
 landed_submissions -> raw_extracts (six file kinds, staged as text) -> [pandera check per kind] -> staged_extracts
-A submission with any error is quarantined untouched; the others move on to `raw.<kind>`.
+A submission with any error is quarantined untouched; the others are loaded: the views `raw.<kind>`
+show their staged rows, which are written once and never copied.
 Partitioned by site and month (orchestration/partitions.py): a run ingests its partitions'
 submissions only. Checks and rules run over all of the run's submissions at once, one query or scan
 per rule or kind, not per submission. Every step retries transient I/O and fails at once on anything else.
@@ -17,9 +18,8 @@ import duckdb
 
 from assets.reference import REFERENCE_FILES, load_reference, reference_fingerprint
 from orchestration.settings import SHIPPED_REFERENCE_DIR, Settings
-from assets.submissions import (SUBMISSION_PERIOD_END_SQL, SUBMISSION_SITE_SQL, Submission, check_header,
-                                clear_pending, discover, load_pending, pending_rows, quarantine,
-                                validate_pending_many, verify_manifest)
+from assets.submissions import (Submission, check_header, clear_staged, create_staged_table, discover,
+                                load_pending, quarantine, staged_rows, validate_pending_many, verify_manifest)
 from checks.issues import ERROR, Issue, record_issues
 from checks.rules import Checked, VolumeHistory, rule_issues
 from checks.schemas import FILE_COLUMNS, FILE_KINDS
@@ -198,13 +198,13 @@ def _reject(con: duckdb.DuckDBPyConnection, sub: Submission, issues: list[Issue]
                 [sub.submission_id, sub.site_code, sub.period, sub.period_end, sub.manifest_sha, str(sub.folder),
                  run_id, reason, str(target)])
     for kind in FILE_KINDS:
-        clear_pending(con, kind, [sub])
+        clear_staged(con, kind, [sub.submission_id])
     return {"submission": sub.submission_id, "reason": reason, "quarantine": str(target)}
 
 
 @dg.asset(group_name=GROUP, deps=[landed_submissions], **PARTITIONED,
           description="The six files of this run's verified submissions, staged as text with line numbers in "
-                      "`pending.<kind>` (" + "; ".join(f"{k}: {', '.join(c)}" for k, c in FILE_COLUMNS.items())
+                      "`staged.<kind>` (" + "; ".join(f"{k}: {', '.join(c)}" for k, c in FILE_COLUMNS.items())
                       + "). One asset, not one per file kind: each partitioned asset costs an event per "
                         "site-month in every run.")
 def raw_extracts(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
@@ -218,11 +218,11 @@ def _stage(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.
         _ensure_audit(con)
         subs = Pending.of_run(con, context.run.run_id)
         for kind in FILE_KINDS:
-            clear_pending(con, kind, subs)
+            clear_staged(con, kind, [s.submission_id for s in subs])
             for sub in subs:
                 issues = check_header(sub, kind) or load_pending(con, sub, kind, cleared=True)
                 record_issues(con, context.run.run_id, f"load_{kind}", issues)
-            loaded[kind] = pending_rows(con, kind, subs)
+            loaded[kind] = staged_rows(con, kind, subs)
     return dg.MaterializeResult(metadata={
         "rows_by_kind": dg.MetadataValue.json({k: sum(v.values()) for k, v in loaded.items()}),
         "rows_by_submission": dg.MetadataValue.json(
@@ -291,8 +291,9 @@ def _markdown(report: list[dict]) -> str:
 
 
 @dg.asset(group_name=GROUP, deps=[raw_extracts], **PARTITIONED,
-          description="Accepted submissions promoted to `raw.<kind>` (one snapshot per site and period; a "
-                      "corrected re-delivery replaces the earlier one). Rejected ones are quarantined.")
+          description="Accepted submissions loaded: the views `raw.<kind>` show their staged rows (one snapshot "
+                      "per site and period; a corrected re-delivery replaces the earlier one). Rejected ones are "
+                      "quarantined.")
 def staged_extracts(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
     with data_errors_fail_fast("promoting staged extracts"):
         return _promote_run(context, pipeline)
@@ -305,7 +306,7 @@ def _promote_run(context: dg.AssetExecutionContext, pipeline: PipelineResource) 
     rejected = []
     with pipeline.build_db() as con:
         _ensure_audit(con)
-        _ensure_raw_tables(con)
+        _ensure_raw_views(con)
         subs = Pending.of_run(con, run_id)
         failed = _with_errors(con, run_id)  # kept up to date below with the rules' errors as they are recorded
         checked = {s.submission_id: _checked(s) for s in subs if _key(s) not in failed}
@@ -344,43 +345,55 @@ def _issues_of(con: duckdb.DuckDBPyConnection, run_id: str, sub: Submission) -> 
     return [Issue(*r) for r in rows]
 
 
-def _ensure_raw_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """raw.<kind> exists even before the first submission, so dbt always has its sources."""
+def _ensure_raw_views(con: duckdb.DuckDBPyConnection) -> None:
+    """raw.<kind>: the staged rows of the loaded submissions, one snapshot per site and period. A view,
+    not a copy: copying the rows out of staging took 160 s of a 1 M-people refresh (docs/performance.md).
+    It exists before the first submission, so dbt always has its sources."""
     for kind in FILE_KINDS:
-        cols = ", ".join(f'"{c}" varchar' for c in FILE_COLUMNS[kind])
-        con.execute(f"create table if not exists raw.{kind} (site_code varchar, period_end date, "
-                    f"submission_id varchar, {cols})")
+        create_staged_table(con, kind)
+        _migrate_raw_table(con, kind)
+        cols = ", ".join(f'"{c}"' for c in FILE_COLUMNS[kind])
+        con.execute(f"""create or replace view raw.{kind} as
+            select site_code, period_end, submission_id, {cols} from staged.{kind}
+            where submission_id in (select submission_id from audit.submissions where status = 'loaded')""")
+
+
+def _migrate_raw_table(con: duckdb.DuckDBPyConnection, kind: str) -> None:
+    """A build database from before the views held the loaded rows in a table raw.<kind> (and a run's
+    staged text in pending.<kind>, which its next run stages again): move them into staged.<kind>."""
+    table = con.execute("""select count(*) from information_schema.tables where table_schema = 'raw'
+                           and table_name = ? and table_type = 'BASE TABLE'""", [kind]).fetchone()[0]
+    if not table:
+        return
+    cols = ", ".join(f'"{c}"' for c in FILE_COLUMNS[kind])
+    con.execute("begin")
+    con.execute(f"""insert into staged.{kind} (submission_id, site_code, period_end, _line, {cols})
+                    select submission_id, site_code, period_end, null, {cols} from raw.{kind}""")
+    con.execute(f"drop table raw.{kind}")
+    con.execute(f"drop table if exists pending.{kind}")
+    con.execute("commit")
 
 
 def _promote(con: duckdb.DuckDBPyConnection, subs: list[Submission]) -> None:
-    """Replace the site-period snapshots of `subs` in raw.<kind>, all in one transaction and one statement
-    per kind (per submission, each statement rescanned the tables once per submission). Of two deliveries
-    of one site-period, the later in `subs` stands, as if promoted one after the other."""
+    """Load `subs`, all in one transaction: each becomes its site-period's snapshot in raw.<kind>, and
+    the snapshot it replaces leaves staging. No row is copied. Of two deliveries of one site-period,
+    the later in `subs` stands, as if promoted one after the other."""
     if not subs:
         return
-    standing = list({(s.site_code, s.period_end): s for s in subs}.values())
+    standing = {(s.site_code, s.period): s for s in subs}
+    # the snapshots these replace, and the earlier of two deliveries of one site-period in `subs`
+    replaced = [r[0] for r in con.execute("""select submission_id from audit.submissions where status = 'loaded'
+        and list_contains(?, site_code || '/' || period)""", [[f"{s}/{p}" for s, p in standing]]).fetchall()]
+    replaced += [s.submission_id for s in subs if standing[(s.site_code, s.period)] is not s]
     con.execute("begin")
-    con.execute("create or replace temp table _promoted (submission_id varchar, site_code varchar, period_end date)")
-    con.executemany("insert into _promoted values (?, ?, cast(? as date))",
-                    [[s.submission_id, s.site_code, s.period_end] for s in standing])
-    for kind in FILE_KINDS:
-        cols = ", ".join(f'k."{c}"' for c in FILE_COLUMNS[kind])
-        con.execute(f"""delete from raw.{kind} r using _promoted p
-                        where r.site_code = p.site_code and r.period_end = p.period_end""")
-        # In staging order: by site and period (Pending.of_run), each file's lines in order. A scan, a
-        # filter and a projection keep that order (preserve_insertion_order); a join with _promoted
-        # does not, and sorting after it held the run's rows (5 GB for 33 M event rows, spilling past
-        # BUILD_DB_MEMORY). So the site and period come from the id itself (tests/unit/test_promote.py).
-        con.execute(f"""insert into raw.{kind} select {SUBMISSION_SITE_SQL}, {SUBMISSION_PERIOD_END_SQL},
-            submission_id, {cols} from pending.{kind} k where list_contains(?, submission_id)""",
-                    [[s.submission_id for s in standing]])
-        clear_pending(con, kind, subs)
     for sub in subs:
         con.execute("""update audit.submissions set status = 'superseded'
                        where site_code = ? and period = ? and status = 'loaded'""", [sub.site_code, sub.period])
         con.execute("update audit.submissions set status = 'loaded', decided_at = now() where submission_id = ?",
                     [sub.submission_id])
-    con.execute("drop table _promoted")
+    if replaced:
+        for kind in FILE_KINDS:
+            clear_staged(con, kind, replaced)
     con.execute("commit")
 
 

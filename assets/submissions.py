@@ -1,7 +1,8 @@
 """Site submissions in the landing zone (SPEC §3): discover, verify the manifest, stage, quarantine.
 
-A submission goes landing -> `pending.<kind>` (text, with line numbers) -> validated ->
-`raw.<kind>` (typed, keyed by site and period). Nothing here touches the shared warehouse.
+A submission goes landing -> `staged.<kind>` (text, with line numbers) -> validated -> loaded, when
+the view `raw.<kind>` shows its rows (ingest.py). Its rows are written once and never copied: a
+submission is loaded by its status in `audit.submissions`. Nothing here touches the shared warehouse.
 """
 from __future__ import annotations
 
@@ -52,12 +53,6 @@ class Submission:
             if (p := self.folder / f"{kind}{suffix}").exists():
                 return p
         return None
-
-
-# A staged row's site and period end from its submission_id column (`<site>/<YYYY-MM>/<sha>`), in SQL,
-# where a join with the submissions would cost the rows' order (ingest._promote).
-SUBMISSION_SITE_SQL = "split_part(submission_id, '/', 1)"
-SUBMISSION_PERIOD_END_SQL = "last_day(cast(split_part(submission_id, '/', 2) || '-01' as date))"
 
 
 def sha256_file(path: Path) -> str:
@@ -212,43 +207,43 @@ def _header_issues(sub: Submission, file: str, kind: str, header: list[str]) -> 
     return out
 
 
-def create_pending_table(con: duckdb.DuckDBPyConnection, kind: str) -> None:
+def create_staged_table(con: duckdb.DuckDBPyConnection, kind: str) -> None:
     cols = ", ".join(f'"{c}" varchar' for c in FILE_COLUMNS[kind])
-    con.execute("create schema if not exists pending")
-    con.execute(f"create table if not exists pending.{kind} (submission_id varchar, _line bigint, {cols})")
+    con.execute("create schema if not exists staged")
+    con.execute(f"""create table if not exists staged.{kind} (submission_id varchar, site_code varchar,
+                    period_end date, _line bigint, {cols})""")
 
 
-def clear_pending(con: duckdb.DuckDBPyConnection, kind: str, subs: list[Submission]) -> None:
-    """Take what is staged for `subs` out of pending.<kind> (a retried step starts again; promoted and
-    rejected submissions leave), in one statement. A delete holds every deleted row's version in memory
-    until it commits (out of memory at 1 M people: 333 M event rows), so a table holding nothing else,
-    the usual case, is dropped and made again instead."""
-    create_pending_table(con, kind)
-    ids = [s.submission_id for s in subs]
-    others = con.execute(f"select count(*) from pending.{kind} where not list_contains(?, submission_id)",
+def clear_staged(con: duckdb.DuckDBPyConnection, kind: str, ids: list[str]) -> None:
+    """Take the rows of the submissions `ids` out of staged.<kind> (a retried step starts again; rejected and superseded
+    submissions leave), in one statement. A delete holds every deleted row's version in memory until it
+    commits (out of memory at 1 M people: 333 M event rows), so a table holding nothing else, as in a
+    first full load, is dropped and made again instead."""
+    create_staged_table(con, kind)
+    others = con.execute(f"select count(*) from staged.{kind} where not list_contains(?, submission_id)",
                          [ids]).fetchone()[0]
     if others:
-        con.execute(f"delete from pending.{kind} where list_contains(?, submission_id)", [ids])
+        con.execute(f"delete from staged.{kind} where list_contains(?, submission_id)", [ids])
     else:
-        con.execute(f"drop table pending.{kind}")
-        create_pending_table(con, kind)
+        con.execute(f"drop table staged.{kind}")
+        create_staged_table(con, kind)
 
 
-def pending_rows(con: duckdb.DuckDBPyConnection, kind: str, subs: list[Submission]) -> dict[str, int]:
+def staged_rows(con: duckdb.DuckDBPyConnection, kind: str, subs: list[Submission]) -> dict[str, int]:
     """Rows staged per submission, in one scan."""
-    counts = dict(con.execute(f"""select submission_id, count(*) from pending.{kind}
+    counts = dict(con.execute(f"""select submission_id, count(*) from staged.{kind}
                                   where submission_id in (select unnest(?)) group by 1""",
                               [[s.submission_id for s in subs]]).fetchall())
     return {s.submission_id: counts.get(s.submission_id, 0) for s in subs}
 
 
 def load_pending(con: duckdb.DuckDBPyConnection, sub: Submission, kind: str, cleared: bool = False) -> list[Issue]:
-    """Load one file as text into `pending.<kind>`, line numbers kept for error reports. `cleared`: the
-    caller already ran clear_pending for this submission (a delete per file rescans the staged table)."""
+    """Load one file as text into `staged.<kind>`, line numbers kept for error reports. `cleared`: the
+    caller already ran clear_staged for this submission (a delete per file rescans the staged table)."""
     path = sub.data_file(kind)
     assert path is not None
     if not cleared:
-        clear_pending(con, kind, [sub])
+        clear_staged(con, kind, [sub.submission_id])
     cols = ", ".join(f'"{c}"' for c in FILE_COLUMNS[kind])
     casts = ", ".join(f'cast("{c}" as varchar) as "{c}"' for c in FILE_COLUMNS[kind])
     source = (f"read_parquet('{path}')" if path.suffix == ".parquet" else
@@ -265,8 +260,9 @@ def load_pending(con: duckdb.DuckDBPyConnection, sub: Submission, kind: str, cle
         return [_issue(sub, path.name, f"could not be read: {_duckdb_problem(exc)}", "csv_parse",
                        row=_line_from_error(str(exc)))]
     # rowid follows file order (DuckDB preserves insertion order), so line = rowid + 2.
-    con.execute(f"insert into pending.{kind} (submission_id, _line, {cols}) "
-                f"select ?, rowid + 2, {cols} from _load", [sub.submission_id])
+    con.execute(f"insert into staged.{kind} (submission_id, site_code, period_end, _line, {cols}) "
+                f"select ?, ?, cast(? as date), rowid + 2, {cols} from _load",
+                [sub.submission_id, sub.site_code, sub.period_end])
     return []
 
 
@@ -403,7 +399,7 @@ class _Findings:
 def validate_pending_many(con: duckdb.DuckDBPyConnection, subs: list[Submission], kind: str,
                           batch_rows: int = 1_000_000) -> dict[str, list[Issue]]:
     """pandera, lazily (every failure, not the first), over the staged text of every submission in `subs`
-    in one scan of pending.<kind> and bounded batches (one scan per submission reread the whole run's rows
+    in one scan of staged.<kind> and bounded batches (one scan per submission reread the whole run's rows
     each time). A schema depends on the period only (no date after the period end), so each batch is
     validated in one pandera call per period, not per submission (a call costs ~30 ms however few its rows)."""
     if not subs:
@@ -413,7 +409,7 @@ def validate_pending_many(con: duckdb.DuckDBPyConnection, subs: list[Submission]
     schemas = {p: schema_for(kind, date.fromisoformat(p)) for p in set(periods.values())}
     file_names = {s.submission_id: s.data_file(kind).name for s in subs}  # type: ignore[union-attr]
     cols = ", ".join(f'"{c}"' for c in FILE_COLUMNS[kind])
-    reader = con.execute(f"""select submission_id, _line, {cols} from pending.{kind}
+    reader = con.execute(f"""select submission_id, _line, {cols} from staged.{kind}
                              where submission_id in (select unnest(?))""", [list(findings)]).to_arrow_reader(batch_rows)
     for batch in reader:
         frame = pl.from_arrow(batch).with_columns(_period=pl.col("submission_id").replace_strict(periods))
