@@ -231,6 +231,11 @@ def stages(work_dir: Path, m: Measured) -> dict[str, float]:
 PART_OF = "of which "
 
 
+def slowest(nodes: dict[str, float], n: int = 12) -> dict[str, float]:
+    """The n slowest dbt nodes (models, tests, seeds), slowest first."""
+    return dict(sorted(nodes.items(), key=lambda kv: -kv[1])[:n])
+
+
 def _dbt_nodes(work_dir: Path) -> dict[str, float]:
     results = sorted((work_dir / "dbt").glob("vars-*/run_results.json"), key=lambda p: p.stat().st_mtime)
     if not results:
@@ -280,6 +285,7 @@ class ScaleResult:
     incremental: list[dict] = field(default_factory=list)
     stages: list[dict] = field(default_factory=list)
     incremental_stages: list[dict] = field(default_factory=list)
+    slowest_dbt_nodes: list[dict] = field(default_factory=list)  # per full refresh: where the dbt step goes
     floor_matches: list[str] = field(default_factory=list)
     skipped: str | None = None
 
@@ -342,6 +348,7 @@ def _once(result: ScaleResult, root: Path, sites_file: Path, per_site: int, i: i
     _check(full, "full refresh")
     result.full.append(asdict(full))
     result.stages.append(stages(root / "work", full))
+    result.slowest_dbt_nodes.append(slowest(_dbt_nodes(root / "work")))
     say(f"{tag}   {_figures(full)}")
     _drop_caches()
     say(f"{tag} floor (benchmarks/floor.sql) ...")
@@ -467,6 +474,9 @@ def summary(results: list[ScaleResult], fixed: dict[str, float]) -> list[str]:
             if rows:
                 lines.append(f"{what} at {r.scale} (s): " + ", ".join(
                     f"{k} {statistics.median(s[k] for s in rows):.1f}" for k in rows[0]))
+        if r.slowest_dbt_nodes:
+            lines.append(f"slowest dbt nodes at {r.scale}, last full refresh (s): " + ", ".join(
+                f"{k} {v:.1f}" for k, v in r.slowest_dbt_nodes[-1].items()))
         if r.floor_matches:
             lines.append(f"floor check at {r.scale}: {r.floor_matches[-1]}")
     return lines

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from benchmarks.bench import bench_registry, parse_scales
+from benchmarks.bench import bench_registry, parse_scales, slowest
 from orchestration.settings import SHIPPED_REFERENCE_DIR, load_sites
 
 
@@ -36,3 +36,10 @@ def test_registry_has_26_valid_sites_on_disjoint_real_pcns(tmp_path: Path) -> No
 def test_registry_refuses_more_sites_than_pcns() -> None:
     with pytest.raises(ValueError, match="more PCNs"):
         bench_registry(60)
+
+
+def test_slowest_dbt_nodes_are_the_n_longest_slowest_first() -> None:
+    nodes = {f"model_{i}": float((i * 7) % 20) for i in range(20)}  # 0..19 s, shuffled
+    top = slowest(nodes, 3)
+    assert list(top.values()) == [19.0, 18.0, 17.0]
+    assert all(nodes[name] == seconds for name, seconds in top.items())
