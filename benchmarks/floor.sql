@@ -424,7 +424,7 @@ knife_grid AS (SELECT DISTINCT p.site_code, p.period_end, c.breakdown, c.breakdo
                FROM pop p JOIN sites USING (site_code) CROSS JOIN cells c),
 lsoa_cells AS (
     SELECT site_code, period_end, 'overall' AS breakdown, 'overall' AS breakdown_value, crimes, residents FROM by_lsoa
-    UNION ALL SELECT site_code, period_end, 'imd_quintile', cast(imd_quintile AS VARCHAR), crimes, residents FROM by_lsoa
+    UNION ALL SELECT site_code, period_end, 'imd_quintile', coalesce(cast(imd_quintile AS VARCHAR), 'unknown'), crimes, residents FROM by_lsoa
     UNION ALL SELECT site_code, period_end, 'core20', core20, crimes, residents FROM by_lsoa)
 SELECT g.site_code, g.period_end, 'KNIFE_CRIME_RATE' AS indicator_id, g.breakdown, g.breakdown_value,
        coalesce(sum(l.crimes), 0) AS numerator, coalesce(sum(l.residents), 0) AS denominator

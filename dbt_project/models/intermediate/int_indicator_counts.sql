@@ -8,12 +8,23 @@ catalogue as (
     select * from {{ ref('indicators') }}
 ),
 
-by_cell as (
-    select i.site_code, i.period_end, i.indicator_id, b.breakdown, b.breakdown_value,
+-- the indicators' persons grouped once by every attribute a breakdown reads; the cells sum the groups
+by_attributes as (
+    select i.site_code, i.period_end, i.indicator_id, {{ breakdown_attributes('p') }},
            sum(i.numerator) as numerator, count(*) as denominator
     from persons as i
-    inner join {{ ref_rebuilt('int_person_breakdowns', 'b') }} using (site_code, period_end, person_id)
-    group by i.site_code, i.period_end, i.indicator_id, b.breakdown, b.breakdown_value
+    inner join {{ ref_rebuilt('int_registered_population', 'p') }} using (site_code, period_end, person_id)
+    group by i.site_code, i.period_end, i.indicator_id, {{ breakdown_attributes('p') }}
+),
+
+by_cell as (
+    {{ breakdown_cells('by_attributes', ['site_code', 'period_end', 'indicator_id']) }}
+    union all
+    select i.site_code, i.period_end, i.indicator_id, 'plus_group', g.plus_group,
+           sum(i.numerator), count(*)
+    from persons as i
+    inner join {{ ref_rebuilt('int_plus_group_members', 'g') }} using (site_code, period_end, person_id)
+    group by i.site_code, i.period_end, i.indicator_id, g.plus_group
 ),
 
 -- the catalogue's age bands, "18-39;40-59;60-79;80+": one row per band with its ages

@@ -55,7 +55,7 @@ grid as (
 lsoa_cells as (
     select site_code, period_end, 'overall' as breakdown, 'overall' as breakdown_value, crimes, residents from by_lsoa
     union all
-    select site_code, period_end, 'imd_quintile', cast(imd_quintile as varchar), crimes, residents from by_lsoa
+    select site_code, period_end, 'imd_quintile', coalesce(cast(imd_quintile as varchar), 'unknown'), crimes, residents from by_lsoa
     union all
     select site_code, period_end, 'core20', core20, crimes, residents from by_lsoa
 )
