@@ -140,6 +140,13 @@ def load_sites(path: Path) -> tuple[Site, ...]:
     return sites
 
 
+def _refuse_repeats(where: str, field: str, values: list) -> None:
+    """A value listed twice would count its people or indicator twice (one row per listing downstream)."""
+    repeated = sorted({str(v) for v in values if values.count(v) > 1})
+    if repeated:
+        raise SettingsError(f"{where}: {field} lists {', '.join(repeated)} more than once")
+
+
 def _parse_site(index: int, raw: dict, path: Path) -> Site:
     where = f"{path}: sites[{index}]"
     code = str(raw.get("site_code", ""))
@@ -155,6 +162,9 @@ def _parse_site(index: int, raw: dict, path: Path) -> Site:
     unknown = set(raw.get("plus_groups") or []) - PLUS_GROUPS
     if unknown:
         raise SettingsError(f"{where} ({code}): unknown plus_groups {sorted(unknown)}")
+    for field, values in (("plus_groups", raw.get("plus_groups")), ("local_priorities", raw.get("local_priorities")),
+                          (f"geography {kind}", codes)):
+        _refuse_repeats(f"{where} ({code})", field, list(values or []))
     return Site(
         site_code=code,
         site_name=str(raw.get("site_name", code)),

@@ -27,6 +27,13 @@ def test_postgres_url_is_kept_and_vintage_validated() -> None:
     ("site_code: ok_site\n    programme: other", "programme"),
     ("site_code: ok_site\n    programme: core20plus_connectors\n    geography: {region: X}", "geography"),
     ("site_code: ok_site\n    programme: core20plus_connectors\n    geography: {icb: QE1}\n    plus_groups: [pirates]", "plus_groups"),
+    # a value listed twice would count its people or its indicator twice
+    ("site_code: ok_site\n    programme: core20plus_connectors\n    geography: {icb: QE1}\n    plus_groups: [carer, homeless, carer]",
+     r"\(ok_site\): plus_groups lists carer more than once"),
+    ("site_code: ok_site\n    programme: complete_care_communities\n    geography: {pcns: [U1, U1]}",
+     r"\(ok_site\): geography pcns lists U1 more than once"),
+    ("site_code: ok_site\n    programme: complete_care_communities\n    geography: {pcns: U1}\n"
+     "    local_priorities: [KNIFE_CRIME_RATE, KNIFE_CRIME_RATE]", "local_priorities lists KNIFE_CRIME_RATE more than once"),
 ])
 def test_registry_errors_name_the_site_and_field(tmp_path: Path, bad: str, message: str) -> None:
     path = tmp_path / "sites.yaml"
