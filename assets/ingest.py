@@ -4,8 +4,8 @@ landed_submissions -> raw_extracts (six file kinds, staged as text) -> [pandera 
 A submission with any error is quarantined untouched; the others are loaded: the views `raw.<kind>`
 show their staged rows, which are written once and never copied.
 Partitioned by site and month (orchestration/partitions.py): a run ingests its partitions'
-submissions only. Checks and rules run over all of the run's submissions at once, one query or scan
-per rule or kind, not per submission. Every step retries transient I/O and fails at once on anything else.
+submissions only. The schema checks run over all of the run's submissions at once, one scan per kind;
+the rules one query per rule and site; never one per submission. Every step retries transient I/O and fails at once on anything else.
 """
 
 import json

@@ -215,14 +215,16 @@ def create_staged_table(con: duckdb.DuckDBPyConnection, kind: str) -> None:
 
 
 def clear_staged(con: duckdb.DuckDBPyConnection, kind: str, ids: list[str]) -> None:
-    """Take the rows of the submissions `ids` out of staged.<kind> (a retried step starts again; rejected and superseded
-    submissions leave), in one statement. A delete holds every deleted row's version in memory until it
-    commits (out of memory at 1 M people: 333 M event rows), so a table holding nothing else, as in a
-    first full load, is dropped and made again instead."""
+    """Take the rows of the submissions `ids` out of staged.<kind> (a retried step starts again; rejected
+    and superseded submissions leave). One scan finds whether there is anything to take (on a first
+    attempt there is not). A delete holds every deleted row's version in memory until it commits (out of
+    memory at 1 M people: 333 M event rows), so a table holding nothing else is dropped and made again."""
     create_staged_table(con, kind)
-    others = con.execute(f"select count(*) from staged.{kind} where not list_contains(?, submission_id)",
-                         [ids]).fetchone()[0]
-    if others:
+    theirs, total = con.execute(f"""select count(*) filter (where list_contains(?, submission_id)), count(*)
+                                    from staged.{kind}""", [ids]).fetchone()
+    if not theirs:
+        return
+    if theirs < total:
         con.execute(f"delete from staged.{kind} where list_contains(?, submission_id)", [ids])
     else:
         con.execute(f"drop table staged.{kind}")
