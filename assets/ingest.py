@@ -2,7 +2,7 @@
 
 landed_submissions -> raw_extracts (six file kinds, staged as text) -> [pandera check per kind] -> staged_extracts
 A submission with any error is quarantined untouched; the others are loaded: the views `raw.<kind>`
-show their staged rows, which are written once and never copied.
+show their staged rows (Parquet files, assets/staging.py), which are written once and never copied.
 Partitioned by site and month (orchestration/partitions.py): a run ingests its partitions'
 submissions only. The schema checks run over all of the run's submissions at once, one scan per kind;
 the rules one query per rule and site; never one per submission. Every step retries transient I/O and fails at once on anything else.
@@ -18,8 +18,9 @@ import duckdb
 
 from assets.reference import REFERENCE_FILES, load_reference, reference_fingerprint
 from orchestration.settings import SHIPPED_REFERENCE_DIR, Settings
-from assets.submissions import (Submission, check_header, clear_staged, create_staged_table, discover,
-                                load_pending, quarantine, staged_rows, validate_pending_many, verify_manifest)
+from assets.staging import Staging, sql_text
+from assets.submissions import (Submission, check_header, discover, load_pending, quarantine,
+                                validate_pending_many, verify_manifest)
 from checks.issues import ERROR, Issue, record_issues
 from checks.rules import Checked, VolumeHistory, rule_issues
 from checks.schemas import FILE_COLUMNS, FILE_KINDS
@@ -198,13 +199,13 @@ def _reject(con: duckdb.DuckDBPyConnection, sub: Submission, issues: list[Issue]
                 [sub.submission_id, sub.site_code, sub.period, sub.period_end, sub.manifest_sha, str(sub.folder),
                  run_id, reason, str(target)])
     for kind in FILE_KINDS:
-        clear_staged(con, kind, [sub.submission_id])
+        Staging(settings.staging_dir).clear(kind, [sub.submission_id])
     return {"submission": sub.submission_id, "reason": reason, "quarantine": str(target)}
 
 
 @dg.asset(group_name=GROUP, deps=[landed_submissions], **PARTITIONED,
-          description="The six files of this run's verified submissions, staged as text with line numbers in "
-                      "`staged.<kind>` (" + "; ".join(f"{k}: {', '.join(c)}" for k, c in FILE_COLUMNS.items())
+          description="The six files of this run's verified submissions, staged as text in one Parquet file "
+                      "per submission and kind under <work>/staged/ (" + "; ".join(f"{k}: {', '.join(c)}" for k, c in FILE_COLUMNS.items())
                       + "). One asset, not one per file kind: each partitioned asset costs an event per "
                         "site-month in every run.")
 def raw_extracts(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
@@ -214,15 +215,21 @@ def raw_extracts(context: dg.AssetExecutionContext, pipeline: PipelineResource) 
 
 def _stage(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
     loaded: dict[str, dict[str, int]] = {}
+    staging = Staging(pipeline.settings().staging_dir)
     with pipeline.build_db() as con:
         _ensure_audit(con)
         subs = Pending.of_run(con, context.run.run_id)
+        ids = [s.submission_id for s in subs]
+        keep = {r[0] for r in con.execute("select submission_id from audit.submissions where status in "
+                                          "('pending', 'loaded')").fetchall()}
+        if swept := staging.sweep(keep):
+            context.log.info(f"removed {swept} staged file(s) of no pending or loaded submission")
         for kind in FILE_KINDS:
-            clear_staged(con, kind, [s.submission_id for s in subs])
+            staging.clear(kind, ids)  # a retry starts again: no file of an earlier attempt stands
             for sub in subs:
-                issues = check_header(sub, kind) or load_pending(con, sub, kind, cleared=True)
+                issues = check_header(sub, kind) or load_pending(con, staging, sub, kind)
                 record_issues(con, context.run.run_id, f"load_{kind}", issues)
-            loaded[kind] = staged_rows(con, kind, subs)
+            loaded[kind] = staging.rows(con, kind, ids)
     return dg.MaterializeResult(metadata={
         "rows_by_kind": dg.MetadataValue.json({k: sum(v.values()) for k, v in loaded.items()}),
         "rows_by_submission": dg.MetadataValue.json(
@@ -244,20 +251,22 @@ def extract_schemas(context: dg.AssetCheckExecutionContext, pipeline: PipelineRe
     kinds = [k for k in FILE_KINDS if f"{k}_schema" in wanted]
     run_id = context.run.run_id
     results = []
+    staging = Staging(pipeline.settings().staging_dir)
     with data_errors_fail_fast("the schema checks"), pipeline.build_db() as con:
         subs = Pending.of_run(con, run_id)
         for kind in kinds:
             with data_errors_fail_fast(f"the {kind} schema check"):
-                results.append(_validate(con, run_id, subs, kind))
+                results.append(_validate(con, staging, run_id, subs, kind))
     yield from results
 
 
-def _validate(con: duckdb.DuckDBPyConnection, run_id: str, subs: list[Submission], kind: str) -> dg.AssetCheckResult:
+def _validate(con: duckdb.DuckDBPyConnection, staging: Staging, run_id: str, subs: list[Submission],
+              kind: str) -> dg.AssetCheckResult:
     # an unreadable file is already reported by the load
     unreadable = _with_errors(con, run_id, f"load_{kind}")
     readable = [s for s in subs if _key(s) not in unreadable]
     report: list[dict] = []
-    for issues in validate_pending_many(con, readable, kind).values():
+    for issues in validate_pending_many(con, staging, readable, kind).values():
         record_issues(con, run_id, f"schema_{kind}", issues)
         report += [i.as_dict() for i in issues]
     return dg.AssetCheckResult(
@@ -301,17 +310,18 @@ def staged_extracts(context: dg.AssetExecutionContext, pipeline: PipelineResourc
 
 def _promote_run(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
     settings = pipeline.settings()
+    staging = Staging(settings.staging_dir)
     run_id = context.run.run_id
     accepted: list[Submission] = []
     rejected = []
     with pipeline.build_db() as con:
         _ensure_audit(con)
-        _ensure_raw_views(con)
+        ensure_raw_views(con, staging)
         subs = Pending.of_run(con, run_id)
         failed = _with_errors(con, run_id)  # kept up to date below with the rules' errors as they are recorded
         checked = {s.submission_id: _checked(s) for s in subs if _key(s) not in failed}
-        found = rule_issues(con, list(checked.values()))
-        volumes = VolumeHistory(con, list(checked.values()))
+        found = rule_issues(con, staging, list(checked.values()))
+        volumes = VolumeHistory(con, staging, list(checked.values()))
         for sub in subs:
             if c := checked.get(sub.submission_id):
                 issues = found[sub.submission_id] + volumes.anomalies(c)
@@ -323,7 +333,7 @@ def _promote_run(context: dg.AssetExecutionContext, pipeline: PipelineResource) 
             accepted.append(sub)
             if c:
                 volumes.promoted(c)  # the next months of this site are judged against this one too
-        _promote(con, accepted)
+        _promote(con, staging, accepted)
         loaded = con.execute("""select site_code, period_end from audit.submissions where status = 'loaded'
                                 order by 1, 2""").fetchall()
     ids = [s.submission_id for s in accepted]
@@ -345,39 +355,65 @@ def _issues_of(con: duckdb.DuckDBPyConnection, run_id: str, sub: Submission) -> 
     return [Issue(*r) for r in rows]
 
 
-def _ensure_raw_views(con: duckdb.DuckDBPyConnection) -> None:
-    """raw.<kind>: the staged rows of the loaded submissions, one snapshot per site and period. A view,
-    not a copy: copying the rows out of staging took 160 s of a 1 M-people refresh (docs/performance.md).
-    It exists before the first submission, so dbt always has its sources."""
+def ensure_raw_views(con: duckdb.DuckDBPyConnection, staging: Staging) -> None:
+    """raw.<kind>, dbt's sources, as they stand: a build database from before the Parquet staging is
+    moved into it first, and a loaded submission whose staged file is missing is an error here, by
+    name, rather than in the middle of dbt. They exist before the first submission is loaded."""
+    _migrate_tables(con, staging)
+    loaded = _loaded(con)
+    missing = [str(staging.path(i, k)) for i in loaded for k in FILE_KINDS if not staging.path(i, k).exists()]
+    if missing:
+        raise dg.Failure(description=f"{len(missing)} staged file(s) of loaded submissions are missing, e.g. "
+                                     f"{missing[0]}: the staging folder {staging.root} must stay beside the build "
+                                     "database; restore it, or start a new build database (a full refresh "
+                                     "reloads the landing zone)", allow_retries=False)
+    _define_raw_views(con, staging, loaded)
+
+
+def _loaded(con: duckdb.DuckDBPyConnection) -> list[str]:
+    return [r[0] for r in con.execute("""select submission_id from audit.submissions where status = 'loaded'
+                                         order by site_code, period""").fetchall()]
+
+
+def _define_raw_views(con: duckdb.DuckDBPyConnection, staging: Staging, loaded: list[str]) -> None:
+    """raw.<kind>: the staged rows of the loaded submissions, one snapshot per site and period. A view of
+    their files, not a copy: copying the rows out of staging took 160 s of a 1 M-people refresh
+    (docs/performance.md). Made again whenever the loaded submissions change."""
     for kind in FILE_KINDS:
-        create_staged_table(con, kind)
-        _migrate_raw_table(con, kind)
         cols = ", ".join(f'"{c}"' for c in FILE_COLUMNS[kind])
         con.execute(f"""create or replace view raw.{kind} as
-            select site_code, period_end, submission_id, {cols} from staged.{kind}
-            where submission_id in (select submission_id from audit.submissions where status = 'loaded')""")
+            select site_code, period_end, submission_id, {cols} from {staging.relation(kind, loaded)}""")
 
 
-def _migrate_raw_table(con: duckdb.DuckDBPyConnection, kind: str) -> None:
-    """A build database from before the views held the loaded rows in a table raw.<kind> (and a run's
-    staged text in pending.<kind>, which its next run stages again): move them into staged.<kind>."""
-    table = con.execute("""select count(*) from information_schema.tables where table_schema = 'raw'
-                           and table_name = ? and table_type = 'BASE TABLE'""", [kind]).fetchone()[0]
-    if not table:
-        return
+def _migrate_tables(con: duckdb.DuckDBPyConnection, staging: Staging) -> None:
+    """A build database from before the Parquet staging held the loaded rows in a table: raw.<kind>
+    (before session 9) or staged.<kind> (session 9). Each loaded submission's rows are written to its
+    file, then the table goes; a run's pending rows are staged again by its next run. One-off."""
+    for schema in ("raw", "staged"):
+        for kind in FILE_KINDS:
+            if con.execute("""select count(*) from information_schema.tables where table_schema = ?
+                              and table_name = ? and table_type = 'BASE TABLE'""", [schema, kind]).fetchone()[0]:
+                _migrate_table(con, staging, f"{schema}.{kind}", kind)
+    con.execute("drop schema if exists pending cascade")
+    con.execute("drop schema if exists staged cascade")
+
+
+def _migrate_table(con: duckdb.DuckDBPyConnection, staging: Staging, table: str, kind: str) -> None:
     cols = ", ".join(f'"{c}"' for c in FILE_COLUMNS[kind])
-    con.execute("begin")
-    con.execute(f"""insert into staged.{kind} (submission_id, site_code, period_end, _line, {cols})
-                    select submission_id, site_code, period_end, null, {cols} from raw.{kind}""")
-    con.execute(f"drop table raw.{kind}")
-    con.execute(f"drop table if exists pending.{kind}")
-    con.execute("commit")
+    order = "_line, rowid" if table.startswith("staged.") else "rowid"
+    for sid in _loaded(con):  # a file for each, even of no rows: a loaded submission has all six
+        target = staging.path(sid, kind)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        con.execute(f"""copy (select submission_id, site_code, period_end, {cols} from {table}
+                              where submission_id = {sql_text(sid)} order by {order})
+                        to {sql_text(str(target))} (format parquet, compression zstd)""")
+    con.execute(f"drop table {table}")
 
 
-def _promote(con: duckdb.DuckDBPyConnection, subs: list[Submission]) -> None:
+def _promote(con: duckdb.DuckDBPyConnection, staging: Staging, subs: list[Submission]) -> None:
     """Load `subs`, all in one transaction: each becomes its site-period's snapshot in raw.<kind>, and
-    the snapshot it replaces leaves staging. No row is copied. Of two deliveries of one site-period,
-    the later in `subs` stands, as if promoted one after the other."""
+    the snapshot it replaces leaves staging once that has committed. No row is copied. Of two
+    deliveries of one site-period, the later in `subs` stands, as if promoted one after the other."""
     if not subs:
         return
     standing = {(s.site_code, s.period): s for s in subs}
@@ -391,10 +427,10 @@ def _promote(con: duckdb.DuckDBPyConnection, subs: list[Submission]) -> None:
                        where site_code = ? and period = ? and status = 'loaded'""", [sub.site_code, sub.period])
         con.execute("update audit.submissions set status = 'loaded', decided_at = now() where submission_id = ?",
                     [sub.submission_id])
-    if replaced:
-        for kind in FILE_KINDS:
-            clear_staged(con, kind, replaced)
+    _define_raw_views(con, staging, _loaded(con))
     con.execute("commit")
+    for kind in FILE_KINDS:  # after the commit: until then the replaced snapshots are still loaded
+        staging.clear(kind, replaced)
 
 
 def submissions_summary(con: duckdb.DuckDBPyConnection) -> list[dict]:

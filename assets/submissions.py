@@ -1,8 +1,8 @@
 """Site submissions in the landing zone (SPEC §3): discover, verify the manifest, stage, quarantine.
 
-A submission goes landing -> `staged.<kind>` (text, with line numbers) -> validated -> loaded, when
-the view `raw.<kind>` shows its rows (ingest.py). Its rows are written once and never copied: a
-submission is loaded by its status in `audit.submissions`. Nothing here touches the shared warehouse.
+A submission goes landing -> staged (`Staging`: a Parquet file of text per file kind) -> validated ->
+loaded, when the view `raw.<kind>` shows its rows (ingest.py). Its rows are written once and never
+copied: a submission is loaded by its status in `audit.submissions`. Nothing here touches the shared warehouse.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import polars as pl
 from checks.issues import ERROR, WARNING, Issue
 from checks.schemas import (FILE_COLUMNS, FILE_KINDS, IDENTIFIER_PATTERNS, NOT_ECHOED_COLUMNS,
                             looks_like_identifier, schema_for)
+from assets.staging import Staging, sql_text
 from orchestration.settings import SITE_CODE_RE, Settings
 
 SPEC_VERSIONS = {"1.0"}
@@ -207,64 +208,34 @@ def _header_issues(sub: Submission, file: str, kind: str, header: list[str]) -> 
     return out
 
 
-def create_staged_table(con: duckdb.DuckDBPyConnection, kind: str) -> None:
-    cols = ", ".join(f'"{c}" varchar' for c in FILE_COLUMNS[kind])
-    con.execute("create schema if not exists staged")
-    con.execute(f"""create table if not exists staged.{kind} (submission_id varchar, site_code varchar,
-                    period_end date, _line bigint, {cols})""")
-
-
-def clear_staged(con: duckdb.DuckDBPyConnection, kind: str, ids: list[str]) -> None:
-    """Take the rows of the submissions `ids` out of staged.<kind> (a retried step starts again; rejected
-    and superseded submissions leave). One scan finds whether there is anything to take (on a first
-    attempt there is not). A delete holds every deleted row's version in memory until it commits (out of
-    memory at 1 M people: 333 M event rows), so a table holding nothing else is dropped and made again."""
-    create_staged_table(con, kind)
-    theirs, total = con.execute(f"""select count(*) filter (where list_contains(?, submission_id)), count(*)
-                                    from staged.{kind}""", [ids]).fetchone()
-    if not theirs:
-        return
-    if theirs < total:
-        con.execute(f"delete from staged.{kind} where list_contains(?, submission_id)", [ids])
-    else:
-        con.execute(f"drop table staged.{kind}")
-        create_staged_table(con, kind)
-
-
-def staged_rows(con: duckdb.DuckDBPyConnection, kind: str, subs: list[Submission]) -> dict[str, int]:
-    """Rows staged per submission, in one scan."""
-    counts = dict(con.execute(f"""select submission_id, count(*) from staged.{kind}
-                                  where submission_id in (select unnest(?)) group by 1""",
-                              [[s.submission_id for s in subs]]).fetchall())
-    return {s.submission_id: counts.get(s.submission_id, 0) for s in subs}
-
-
-def load_pending(con: duckdb.DuckDBPyConnection, sub: Submission, kind: str, cleared: bool = False) -> list[Issue]:
-    """Load one file as text into `staged.<kind>`, line numbers kept for error reports. `cleared`: the
-    caller already ran clear_staged for this submission (a delete per file rescans the staged table)."""
+def load_pending(con: duckdb.DuckDBPyConnection, staging: Staging, sub: Submission, kind: str) -> list[Issue]:
+    """Stage one file as text (so a bad value can be reported, not silently cast) in its Parquet file,
+    replacing any earlier attempt's. Written under a temporary name and renamed, so a file that is
+    there is whole."""
     path = sub.data_file(kind)
     assert path is not None
-    if not cleared:
-        clear_staged(con, kind, [sub.submission_id])
-    cols = ", ".join(f'"{c}"' for c in FILE_COLUMNS[kind])
+    target = staging.path(sub.submission_id, kind)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".parquet.partial")
     casts = ", ".join(f'cast("{c}" as varchar) as "{c}"' for c in FILE_COLUMNS[kind])
-    source = (f"read_parquet('{path}')" if path.suffix == ".parquet" else
-              f"read_csv('{path}', header=true, all_varchar=true, delim=',', quote='\"', escape='\"', "
+    source = (f"read_parquet({sql_text(str(path))})" if path.suffix == ".parquet" else
+              f"read_csv({sql_text(str(path))}, header=true, all_varchar=true, delim=',', quote='\"', escape='\"', "
               f"strict_mode=true, null_padding=false, encoding='utf-8', auto_detect=false, "
               f"columns={{{', '.join(repr(c) + ': ' + repr('VARCHAR') for c in _file_header(path))}}})")
     try:
-        con.execute(f"create or replace temp table _load as select {casts} from {source}")
+        # the file's row order is kept (preserve_insertion_order, DuckDB's default): _line depends on it
+        con.execute(f"""copy (select {sql_text(sub.submission_id)} as submission_id, {sql_text(sub.site_code)} as
+                              site_code, cast({sql_text(sub.period_end)} as date) as period_end, {casts} from {source})
+                        to {sql_text(str(partial))} (format parquet, compression zstd)""")
     except duckdb.Error as exc:
+        partial.unlink(missing_ok=True)
         found = locate_csv_problem(path) if path.suffix == ".csv" else None
         if found:
             row, column, message, check = found
             return [_issue(sub, path.name, message, check, row=row, column=column)]
         return [_issue(sub, path.name, f"could not be read: {_duckdb_problem(exc)}", "csv_parse",
                        row=_line_from_error(str(exc)))]
-    # rowid follows file order (DuckDB preserves insertion order), so line = rowid + 2.
-    con.execute(f"insert into staged.{kind} (submission_id, site_code, period_end, _line, {cols}) "
-                f"select ?, ?, cast(? as date), rowid + 2, {cols} from _load",
-                [sub.submission_id, sub.site_code, sub.period_end])
+    partial.replace(target)
     return []
 
 
@@ -398,12 +369,12 @@ class _Findings:
         return self.issues
 
 
-def validate_pending_many(con: duckdb.DuckDBPyConnection, subs: list[Submission], kind: str,
+def validate_pending_many(con: duckdb.DuckDBPyConnection, staging: Staging, subs: list[Submission], kind: str,
                           batch_rows: int = 1_000_000) -> dict[str, list[Issue]]:
     """pandera, lazily (every failure, not the first), over the staged text of every submission in `subs`
-    in one scan of staged.<kind> and bounded batches (one scan per submission reread the whole run's rows
-    each time). A schema depends on the period only (no date after the period end), so each batch is
-    validated in one pandera call per period, not per submission (a call costs ~30 ms however few its rows)."""
+    in one scan of their staged files and bounded batches. A schema depends on the period only (no date
+    after the period end), so each batch is validated in one pandera call per period, not per submission
+    (a call costs ~30 ms however few its rows)."""
     if not subs:
         return {}
     findings = {s.submission_id: _Findings(s) for s in subs}
@@ -411,8 +382,8 @@ def validate_pending_many(con: duckdb.DuckDBPyConnection, subs: list[Submission]
     schemas = {p: schema_for(kind, date.fromisoformat(p)) for p in set(periods.values())}
     file_names = {s.submission_id: s.data_file(kind).name for s in subs}  # type: ignore[union-attr]
     cols = ", ".join(f'"{c}"' for c in FILE_COLUMNS[kind])
-    reader = con.execute(f"""select submission_id, _line, {cols} from staged.{kind}
-                             where submission_id in (select unnest(?))""", [list(findings)]).to_arrow_reader(batch_rows)
+    reader = con.execute(f"select submission_id, _line, {cols} from {staging.relation(kind, list(findings))}"
+                         ).to_arrow_reader(batch_rows)
     for batch in reader:
         frame = pl.from_arrow(batch).with_columns(_period=pl.col("submission_id").replace_strict(periods))
         for part in frame.partition_by("_period", maintain_order=True):

@@ -1,11 +1,10 @@
 """Submission rules that need more than one row or file: run as SQL inside the build database.
 
-Each rule is one query over the staged text (`staged.<kind>`, with `_line` = line in the file) of
-every submission of one site that a run checks (the temp table `_checked`: submission_id, site_code,
-period_end), returning the offending rows by submission; the first few of each are reported with
-their line numbers. Set-based, not one query per rule per submission: the staged tables hold every
-submission, so per-submission queries rescanned them once per submission (quadratic in a backfill's
-size); per site, each query's hash tables stay site-sized.
+Each rule is one query over the staged text (the temp view `_staged_<kind>`, with `_line` = line in the
+file) of every submission of one site that a run checks (the temp table `_checked`: submission_id,
+site_code, period_end), returning the offending rows by submission; the first few of each are reported
+with their line numbers. Set-based, not one query per rule per submission (which was quadratic in a
+backfill's size); per site, each query's hash tables stay site-sized.
 """
 from __future__ import annotations
 
@@ -16,6 +15,7 @@ from statistics import median
 import duckdb
 
 from checks.issues import WARNING, Issue
+from assets.staging import Staging
 from checks.schemas import FILE_KINDS
 
 MAX_REPORTED = 20
@@ -54,7 +54,7 @@ NHS_NUMBER_MIN = 3
 def _nhs_number_rule(kind: str) -> Rule:
     return Rule(
         "nhs_number_as_person_id", kind, "person_id",
-        f"""with ten as (select submission_id, _line, {_NHS_CHECK} as valid from staged.{kind}
+        f"""with ten as (select submission_id, _line, {_NHS_CHECK} as valid from _staged_{kind}
                          join _checked using (submission_id) where regexp_full_match(person_id, '[0-9]{{10}}')),
             share as (select submission_id from ten group by submission_id
                       having count(*) filter (where valid) >= {NHS_NUMBER_MIN}
@@ -69,43 +69,43 @@ def _nhs_number_rule(kind: str) -> Rule:
 RULES: tuple[Rule, ...] = (
     Rule("duplicate_person", "patients", "person_id",
          """select p.submission_id, p._line, string_agg(cast(q._line as varchar), ', ' order by q._line)
-            from staged.patients p join _checked using (submission_id) join staged.patients q
+            from _staged_patients p join _checked using (submission_id) join _staged_patients q
               on q.submission_id = p.submission_id and q.person_id = p.person_id and q._line <> p._line
             group by p.submission_id, p._line""",
          "this person_id appears more than once (also on row {value}); each person must have one row"),
     Rule("unknown_practice", "patients", "practice_code",
-         """select submission_id, _line, practice_code from staged.patients join _checked using (submission_id)
+         """select submission_id, _line, practice_code from _staged_patients join _checked using (submission_id)
             where practice_code not in (select practice_code from ref.practices)""",
          "practice_code {value!r} is not a known GP practice (NHS England / ODS practice lists)"),
     Rule("practice_outside_site", "patients", "practice_code",
-         """select p.submission_id, p._line, p.practice_code from staged.patients p join _checked c using (submission_id)
+         """select p.submission_id, p._line, p.practice_code from _staged_patients p join _checked c using (submission_id)
             where p.practice_code in (select practice_code from ref.practices)
             and not exists (select 1 from ref.site_practices s
                             where s.site_code = c.site_code and s.practice_code = p.practice_code)""",
          "practice_code {value!r} is not one of this site's practices (see the site registry's geography)"),
     Rule("unknown_lsoa", "patients", "lsoa_code",
-         """select submission_id, _line, lsoa_code from staged.patients join _checked using (submission_id)
+         """select submission_id, _line, lsoa_code from _staged_patients join _checked using (submission_id)
             where lsoa_code is not null and lsoa_code not in (select lsoa_code from ref.lsoa_to_lsoa21)""",
          "lsoa_code {value!r} is not an English LSOA (2021 or 2011)"),
     Rule("registration_order", "patients", "registration_end",
-         """select submission_id, _line, registration_end from staged.patients join _checked using (submission_id)
+         """select submission_id, _line, registration_end from _staged_patients join _checked using (submission_id)
             where registration_end < registration_start""",
          "registration_end {value} is before registration_start"),
     Rule("impossible_age", "patients", "birth_month",
-         f"""select submission_id, _line, '' from staged.patients join _checked c using (submission_id)
+         f"""select submission_id, _line, '' from _staged_patients join _checked c using (submission_id)
             where cast(birth_month || '-01' as date) < cast(c.period_end as date) - interval {MAX_AGE_YEARS} year""",
          f"birth_month gives an age over {MAX_AGE_YEARS} at the period end (value not repeated here): "
          "check the birth month"),
     Rule("death_before_birth", "patients", "date_of_death",
-         """select submission_id, _line, '' from staged.patients join _checked using (submission_id)
+         """select submission_id, _line, '' from _staged_patients join _checked using (submission_id)
             where date_of_death < birth_month || '-01'""",
          "date_of_death is before the month of birth (values not repeated here)"),
     # A submission with no patients at all is reported as such (no_patients), not row by row here. The
     # submissions with patients are a join with one row each: an EXISTS on submission_id alone hashed
     # every patient row under 338 keys, and ran out of memory at 1 M people (docs/performance.md).
     *(Rule("unknown_person", kind, "person_id",
-           f"""with listed as (select p.submission_id, p.person_id from staged.patients p join _checked using (submission_id))
-               select e.submission_id, e._line, '' from staged.{kind} e
+           f"""with listed as (select p.submission_id, p.person_id from _staged_patients p join _checked using (submission_id))
+               select e.submission_id, e._line, '' from _staged_{kind} e
                join (select distinct submission_id from listed) as with_patients using (submission_id)
                where e.person_id is not null
                and not exists (select 1 from listed p where p.submission_id = e.submission_id and p.person_id = e.person_id)""",
@@ -115,26 +115,29 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-def rule_issues(con: duckdb.DuckDBPyConnection, checked: list[Checked]) -> dict[str, list[Issue]]:
+def rule_issues(con: duckdb.DuckDBPyConnection, staging: Staging, checked: list[Checked]) -> dict[str, list[Issue]]:
     """Every rule for every submission in `checked`: issues by submission_id, in rule order and, within
     a rule, by line. One site at a time (each rule one query over the site's submissions): at 1 M
     people `unknown_person` on events took 82 s over one hash table of every site's patients, and 28 s
     in 26 site-sized ones, whose staged rows lie together (docs/performance.md, session 9)."""
     issues: dict[str, list[Issue]] = {c.submission_id: [] for c in checked}
     for site in sorted({c.site_code for c in checked}):
-        issues |= _site_rule_issues(con, [c for c in checked if c.site_code == site])
+        issues |= _site_rule_issues(con, staging, [c for c in checked if c.site_code == site])
     return issues
 
 
-def _site_rule_issues(con: duckdb.DuckDBPyConnection, checked: list[Checked]) -> dict[str, list[Issue]]:
+def _site_rule_issues(con: duckdb.DuckDBPyConnection, staging: Staging, checked: list[Checked]
+                      ) -> dict[str, list[Issue]]:
     by_id = {c.submission_id: c for c in checked}
     issues: dict[str, list[Issue]] = {c.submission_id: [] for c in checked}
     if not checked:
         return issues
+    for kind in FILE_KINDS:
+        con.execute(f"create or replace temp view _staged_{kind} as select * from {staging.relation(kind, list(by_id))}")
     con.execute("create or replace temp table _checked (submission_id varchar, site_code varchar, period_end varchar)")
     con.executemany("insert into _checked values (?, ?, ?)", [[c.submission_id, c.site_code, c.period_end] for c in checked])
     with_patients = {r[0] for r in con.execute(
-        "select distinct submission_id from staged.patients join _checked using (submission_id)").fetchall()}
+        "select distinct submission_id from _staged_patients join _checked using (submission_id)").fetchall()}
     for c in checked:
         if c.submission_id not in with_patients:
             issues[c.submission_id].append(Issue(
@@ -156,19 +159,20 @@ def _site_rule_issues(con: duckdb.DuckDBPyConnection, checked: list[Checked]) ->
             issues[sub_id].append(Issue(c.site_code, c.period_end, c.file(rule.file), None, rule.column, rule.name,
                                         f"{total} rows break this rule in all; the first {MAX_REPORTED} are listed"))
     con.execute("drop table _checked")
+    for kind in FILE_KINDS:
+        con.execute(f"drop view _staged_{kind}")
     return issues
 
 
 class VolumeHistory:
     """Rows per site-period of each kind in raw.<kind>, read once per run and kept up to date as the
     run promotes submissions, so a backfill's later months are judged against its earlier ones.
-    raw.<kind> and staged.<kind> must exist (ingest's `_ensure_raw_views`, and `clear_staged` when
-    staging: `rule_issues` has already read every staged.<kind> for the same submissions)."""
+    raw.<kind> must exist (ingest's `ensure_raw_views`)."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, checked: list[Checked]):
+    def __init__(self, con: duckdb.DuckDBPyConnection, staging: Staging, checked: list[Checked]):
         self.rows: dict[str, dict[tuple[str, str], int]] = defaultdict(dict)   # kind -> (site, period_end) -> rows
         self.pending: dict[str, dict[str, int]] = defaultdict(dict)           # kind -> submission_id -> rows
-        if not checked:  # nothing to count (and a run that staged nothing may have no staged tables)
+        if not checked:
             return
         sites = sorted({c.site_code for c in checked})
         ids = [c.submission_id for c in checked]
@@ -176,8 +180,7 @@ class VolumeHistory:
             for site, period, n in con.execute(f"""select site_code, cast(period_end as varchar), count(*)
                     from raw.{kind} where site_code in (select unnest(?)) group by 1, 2""", [sites]).fetchall():
                 self.rows[kind][(site, period)] = n
-            self.pending[kind] = dict(con.execute(f"""select submission_id, count(*) from staged.{kind}
-                    where submission_id in (select unnest(?)) group by 1""", [ids]).fetchall())
+            self.pending[kind] = staging.rows(con, kind, ids)
 
     def anomalies(self, c: Checked) -> list[Issue]:
         """A file far larger than this site usually sends is a warning, not an error: it still publishes."""

@@ -45,7 +45,7 @@ class PipelineResource(dg.ConfigurableResource):
         con = connect_with_backoff(str(settings.build_db_path), timeout=timeout)
         try:
             con.execute(f"set memory_limit = '{BUILD_DB_MEMORY}'")
-            for schema in ("audit", "staged", "raw", "ref"):
+            for schema in ("audit", "raw", "ref"):
                 con.execute(f"create schema if not exists {schema}")
             yield con
         finally:

@@ -59,6 +59,12 @@ class Settings:
         return self.work_dir / "build.duckdb"
 
     @property
+    def staging_dir(self) -> Path:
+        """The staged submissions' rows, one Parquet file per submission and file kind (assets/staging.py):
+        part of the build database's state, kept beside it."""
+        return self.work_dir / "staged"
+
+    @property
     def quarantine_dir(self) -> Path:
         return self.work_dir / "quarantine"
 

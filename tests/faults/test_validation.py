@@ -17,6 +17,7 @@ from assets.reference import load_reference
 from assets.submissions import (Submission, check_header, discover, load_pending, validate_pending_many,
                                 verify_manifest)
 from checks.issues import ERROR, Issue
+from assets.staging import Staging
 from checks.rules import Checked, rule_issues
 from checks.schemas import FILE_KINDS
 from orchestration.settings import load_settings
@@ -30,13 +31,14 @@ def validate(con: duckdb.DuckDBPyConnection, sub: Submission, settings) -> list[
     issues = verify_manifest(sub, settings)
     if any(i.severity == ERROR for i in issues):
         return issues
+    staging = Staging(settings.staging_dir)
     for kind in FILE_KINDS:
-        found = check_header(sub, kind) or load_pending(con, sub, kind)
-        issues += found or validate_pending_many(con, [sub], kind)[sub.submission_id]
+        found = check_header(sub, kind) or load_pending(con, staging, sub, kind)
+        issues += found or validate_pending_many(con, staging, [sub], kind)[sub.submission_id]
     if not any(i.severity == ERROR for i in issues):
         names = {k: sub.data_file(k).name for k in FILE_KINDS}
         checked = Checked(sub.submission_id, sub.site_code, sub.period_end, names)
-        issues += rule_issues(con, [checked])[sub.submission_id]
+        issues += rule_issues(con, staging, [checked])[sub.submission_id]
     return issues
 
 
@@ -90,8 +92,9 @@ def test_a_batch_boundary_keeps_line_numbers(tmp_path: Path) -> None:
     write_submission(settings.landing_dir, "burnley_east", date(2026, 10, 31), frames)
     [sub] = discover(settings.landing_dir)
     con = duckdb.connect()
-    assert load_pending(con, sub, "patients") == []
-    found = validate_pending_many(con, [sub], "patients", batch_rows=10)[sub.submission_id]
+    staging = Staging(settings.staging_dir)
+    assert load_pending(con, staging, sub, "patients") == []
+    found = validate_pending_many(con, staging, [sub], "patients", batch_rows=10)[sub.submission_id]
     assert {(i.row, i.column) for i in found} == {(5, "sex"), (19, "sex")}
 
 
@@ -122,11 +125,12 @@ def test_submissions_validated_together_get_what_each_gets_alone(tmp_path: Path)
     subs = discover(settings.landing_dir)
     assert len(subs) == 3
     con = duckdb.connect()
+    staging = Staging(settings.staging_dir)
     for sub in subs:
-        assert load_pending(con, sub, "patients") == []
-    together = validate_pending_many(con, subs, "patients", batch_rows=40)  # a batch boundary inside one
+        assert load_pending(con, staging, sub, "patients") == []
+    together = validate_pending_many(con, staging, subs, "patients", batch_rows=40)  # a batch boundary inside one
     for sub in subs:
-        alone = validate_pending_many(con, [sub], "patients")[sub.submission_id]
+        alone = validate_pending_many(con, staging, [sub], "patients")[sub.submission_id]
         assert together[sub.submission_id] == alone
         expected = {(i + 2, column) for i, (column, value) in plants[(sub.site_code, date.fromisoformat(sub.period_end))].items()
                     if not (column == "registration_start" and sub.period_end == "2026-11-30")}

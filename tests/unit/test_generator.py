@@ -91,17 +91,19 @@ def test_every_file_passes_its_pandera_schema(small: Settings) -> None:
 
 def test_every_submission_passes_the_cross_file_rules(small: Settings, tmp_path: Path) -> None:
     from assets.reference import load_reference
+    from assets.staging import Staging
     from assets.submissions import discover, load_pending
     from checks.rules import Checked, rule_issues
     con = duckdb.connect(str(tmp_path / "build.duckdb"))
     load_reference(con, small)
     subs = discover(small.landing_dir)
     assert len(subs) == 9
+    staging = Staging(tmp_path / "staged")
     for sub in subs:
         for kind in FILE_KINDS:
-            assert load_pending(con, sub, kind) == []
+            assert load_pending(con, staging, sub, kind) == []
     names = {k: f"{k}.csv" for k in FILE_KINDS}
-    found = rule_issues(con, [Checked(s.submission_id, s.site_code, s.period_end, names) for s in subs])
+    found = rule_issues(con, staging, [Checked(s.submission_id, s.site_code, s.period_end, names) for s in subs])
     assert found == {s.submission_id: [] for s in subs}
 
 

@@ -12,6 +12,7 @@ from assets.generator import write_submission
 from assets.reference import load_reference
 from assets.submissions import (check_header, discover, load_pending, quarantine, sha256_file,
                                 validate_pending_many, verify_manifest)
+from assets.staging import Staging
 from checks.rules import Checked, rule_issues
 from checks.schemas import FILE_COLUMNS, FILE_KINDS
 from orchestration.settings import Settings
@@ -118,8 +119,9 @@ def test_schema_errors_name_line_and_column(isolated_settings: Settings, ref_con
     rows[4] |= {"birth_month": "2027-01", "practice_code": "p81008"}
     _submission(isolated_settings, _patients(rows))
     sub = discover(isolated_settings.landing_dir)[0]
-    assert load_pending(ref_con, sub, "patients") == []
-    found = {(i.row, i.column) for i in validate_pending_many(ref_con, [sub], "patients")[sub.submission_id]}
+    staging = Staging(isolated_settings.staging_dir)
+    assert load_pending(ref_con, staging, sub, "patients") == []
+    found = {(i.row, i.column) for i in validate_pending_many(ref_con, staging, [sub], "patients")[sub.submission_id]}
     assert found == {(4, "sex"), (6, "birth_month"), (6, "practice_code")}
 
 
@@ -127,8 +129,10 @@ def test_truncated_last_line_is_a_parse_error(isolated_settings: Settings, ref_c
     folder = _submission(isolated_settings, _patients([{}, {"person_id": "tok0002"}]))
     path = folder / "patients.csv"
     path.write_text(path.read_text().rstrip("\n").rsplit(",", 4)[0] + "\n")
-    [issue] = load_pending(ref_con, discover(isolated_settings.landing_dir)[0], "patients")
+    staging, sub = Staging(isolated_settings.staging_dir), discover(isolated_settings.landing_dir)[0]
+    [issue] = load_pending(ref_con, staging, sub, "patients")
     assert issue.check == "csv_parse" and issue.file == "patients.csv"
+    assert [p for p in staging.root.rglob("*") if p.is_file()] == []  # no staged file, whole or partial
 
 
 def test_rules_across_rows_and_files(isolated_settings: Settings, ref_con: duckdb.DuckDBPyConnection) -> None:
@@ -140,9 +144,10 @@ def test_rules_across_rows_and_files(isolated_settings: Settings, ref_con: duckd
     events = [{"person_id": "ghost", "event_date": "2026-01-01", "code": "38341003", "value": None}]
     _submission(isolated_settings, patients, events)
     sub = discover(isolated_settings.landing_dir)[0]
+    staging = Staging(isolated_settings.staging_dir)
     for kind in FILE_KINDS:
-        assert load_pending(ref_con, sub, kind) == []
-    issues = rule_issues(ref_con, [Checked(sub.submission_id, sub.site_code, sub.period_end, {})])[sub.submission_id]
+        assert load_pending(ref_con, staging, sub, kind) == []
+    issues = rule_issues(ref_con, staging, [Checked(sub.submission_id, sub.site_code, sub.period_end, {})])[sub.submission_id]
     got = {(i.check, i.file, i.row, i.column) for i in issues}
     assert got == {
         ("duplicate_person", "patients.csv", 2, "person_id"), ("duplicate_person", "patients.csv", 3, "person_id"),
