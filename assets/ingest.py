@@ -266,7 +266,7 @@ def _validate(con: duckdb.DuckDBPyConnection, staging: Staging, run_id: str, sub
     unreadable = _with_errors(con, run_id, f"load_{kind}")
     readable = [s for s in subs if _key(s) not in unreadable]
     report: list[dict] = []
-    for issues in validate_pending_many(con, staging, readable, kind).values():
+    for issues in validate_pending_many(staging, readable, kind).values():
         record_issues(con, run_id, f"schema_{kind}", issues)
         report += [i.as_dict() for i in issues]
     return dg.AssetCheckResult(

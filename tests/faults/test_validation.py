@@ -34,7 +34,7 @@ def validate(con: duckdb.DuckDBPyConnection, sub: Submission, settings) -> list[
     staging = Staging(settings.staging_dir)
     for kind in FILE_KINDS:
         found = check_header(sub, kind) or load_pending(con, staging, sub, kind)
-        issues += found or validate_pending_many(con, staging, [sub], kind)[sub.submission_id]
+        issues += found or validate_pending_many(staging, [sub], kind)[sub.submission_id]
     if not any(i.severity == ERROR for i in issues):
         names = {k: sub.data_file(k).name for k in FILE_KINDS}
         checked = Checked(sub.submission_id, sub.site_code, sub.period_end, names)
@@ -94,7 +94,7 @@ def test_a_batch_boundary_keeps_line_numbers(tmp_path: Path) -> None:
     con = duckdb.connect()
     staging = Staging(settings.staging_dir)
     assert load_pending(con, staging, sub, "patients") == []
-    found = validate_pending_many(con, staging, [sub], "patients", batch_rows=10)[sub.submission_id]
+    found = validate_pending_many(staging, [sub], "patients", batch_rows=10)[sub.submission_id]
     assert {(i.row, i.column) for i in found} == {(5, "sex"), (19, "sex")}
 
 
@@ -128,9 +128,9 @@ def test_submissions_validated_together_get_what_each_gets_alone(tmp_path: Path)
     staging = Staging(settings.staging_dir)
     for sub in subs:
         assert load_pending(con, staging, sub, "patients") == []
-    together = validate_pending_many(con, staging, subs, "patients", batch_rows=40)  # a batch boundary inside one
+    together = validate_pending_many(staging, subs, "patients", batch_rows=40)  # a batch boundary inside one
     for sub in subs:
-        alone = validate_pending_many(con, staging, [sub], "patients")[sub.submission_id]
+        alone = validate_pending_many(staging, [sub], "patients")[sub.submission_id]
         assert together[sub.submission_id] == alone
         expected = {(i + 2, column) for i, (column, value) in plants[(sub.site_code, date.fromisoformat(sub.period_end))].items()
                     if not (column == "registration_start" and sub.period_end == "2026-11-30")}

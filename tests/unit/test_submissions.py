@@ -121,7 +121,7 @@ def test_schema_errors_name_line_and_column(isolated_settings: Settings, ref_con
     sub = discover(isolated_settings.landing_dir)[0]
     staging = Staging(isolated_settings.staging_dir)
     assert load_pending(ref_con, staging, sub, "patients") == []
-    found = {(i.row, i.column) for i in validate_pending_many(ref_con, staging, [sub], "patients")[sub.submission_id]}
+    found = {(i.row, i.column) for i in validate_pending_many(staging, [sub], "patients")[sub.submission_id]}
     assert found == {(4, "sex"), (6, "birth_month"), (6, "practice_code")}
 
 
