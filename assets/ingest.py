@@ -205,8 +205,8 @@ def _reject(con: duckdb.DuckDBPyConnection, sub: Submission, issues: list[Issue]
 
 @dg.asset(group_name=GROUP, deps=[landed_submissions], **PARTITIONED,
           description="The six files of this run's verified submissions, staged as text in one Parquet file "
-                      "per submission and kind under <work>/staged/ (" + "; ".join(f"{k}: {', '.join(c)}" for k, c in FILE_COLUMNS.items())
-                      + "). One asset, not one per file kind: each partitioned asset costs an event per "
+                      "per submission and kind under <work>/staged/ ("
+                      + "; ".join(f"{k}: {', '.join(c)}" for k, c in FILE_COLUMNS.items()) + "). One asset, not one per file kind: each partitioned asset costs an event per "
                         "site-month in every run.")
 def raw_extracts(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
     with data_errors_fail_fast("staging extract files"):
@@ -365,8 +365,8 @@ def ensure_raw_views(con: duckdb.DuckDBPyConnection, staging: Staging) -> None:
     if missing:
         raise dg.Failure(description=f"{len(missing)} staged file(s) of loaded submissions are missing, e.g. "
                                      f"{missing[0]}: the staging folder {staging.root} must stay beside the build "
-                                     "database; restore it, or start a new build database (a full refresh "
-                                     "reloads the landing zone)", allow_retries=False)
+                                     "database. Restore it, or remove the build database and the folder: the next "
+                                     "run loads every submission in the landing zone again", allow_retries=False)
     _define_raw_views(con, staging, loaded)
 
 
